@@ -1,0 +1,83 @@
+"""The e-voucher service: create_app() wires config, runtime, blueprints, errors and CLI."""
+from __future__ import annotations
+
+import os
+import secrets
+import time
+
+from flask import Flask, g, request
+
+from . import logs, metrics
+from .config import Config
+from .errors import DomainError, register_error_handlers
+
+
+def create_app(config: Config | None = None, *, clock=None) -> Flask:
+    """Build the app from `config` (default: the environment)."""
+    from crypto.fields import FieldCipher
+    from crypto.pins import PinHasher
+
+    from .extensions import Runtime, close_session, load_master_key
+    from .store.engine import make_engine
+    from .store.ephemeral import make_store
+
+    app = Flask(__name__, instance_path=_instance_path(config))
+    config = config or Config.from_env()
+    config.instance_path = config.instance_path or app.instance_path
+    if not config.database_url:
+        config.database_url = "sqlite:///" + os.path.join(config.instance_path, "evoucher.db")
+    os.makedirs(config.instance_path, exist_ok=True)
+    logs.configure(config.log_level)
+
+    app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
+    app.json.ensure_ascii = False
+    app.json.sort_keys = False
+    engine = make_engine(config.database_url)
+    master = load_master_key(config)
+    from sqlalchemy.orm import sessionmaker
+    rt = Runtime(config=config, engine=engine, sessions=sessionmaker(engine, expire_on_commit=False),
+                 store=make_store(config.redis_url, engine, prefix=config.redis_prefix), master_key=master,
+                 fields=FieldCipher(master, config.crypto_profile),
+                 pins=PinHasher(time_cost=config.pin_time_cost, memory_cost=config.pin_memory_cost),
+                 **({"clock": clock} if clock else {}))
+    app.extensions["evoucher"] = rt
+    app.teardown_appcontext(close_session)
+
+    _request_hooks(app)
+    register_error_handlers(app)
+    from .api import channels, holders, institutions, ops
+    from .web import pages
+    for bp in (ops.bp, institutions.bp, holders.bp, channels.bp, pages.bp):
+        app.register_blueprint(bp)
+    return app
+
+
+def _instance_path(config: Config | None) -> str | None:
+    path = (config.instance_path if config else None) or os.environ.get("EVOUCHER_INSTANCE")
+    return os.path.abspath(path) if path else os.path.join(os.getcwd(), "instance")
+
+
+def _request_hooks(app: Flask) -> None:
+    @app.before_request
+    def _start():
+        g.started = time.perf_counter()
+        incoming = request.headers.get("X-Request-Id", "")
+        # Accept a caller's id only when it is short and plain; otherwise make our own.
+        ok = 0 < len(incoming) <= 64 and all(c.isalnum() or c in "-_." for c in incoming)
+        g.request_id = incoming if ok else secrets.token_hex(8)
+        length = request.content_length
+        if length is not None and length > app.config["MAX_CONTENT_LENGTH"]:
+            raise DomainError("payload_too_large", "Request body exceeds 16 KiB")
+
+    @app.after_request
+    def _finish(resp):
+        resp.headers["X-Request-Id"] = g.get("request_id") or secrets.token_hex(8)
+        resp.headers.setdefault("Cache-Control", "no-store")
+        resp.headers.setdefault("X-Content-Type-Options", "nosniff")
+        endpoint = request.url_rule.rule if request.url_rule else "unmatched"
+        started = g.get("started")
+        if started is not None:
+            metrics.LATENCY.labels(endpoint).observe(time.perf_counter() - started)
+            logs.access_log(resp.status_code, started, endpoint, request.method)
+        metrics.REQUESTS.labels(request.method, endpoint, str(resp.status_code)).inc()
+        return resp

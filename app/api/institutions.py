@@ -1,0 +1,81 @@
+"""Institution API: OAuth client credentials, scans, the revocation feed."""
+from __future__ import annotations
+
+import base64
+import binascii
+from urllib.parse import unquote
+
+from flask import Blueprint, g, jsonify, request
+
+from crypto import tokens
+
+from ..errors import DomainError
+from ..extensions import runtime
+from ..services import institutions, keys, revocations, scans
+from .auth import INSTITUTION_AUD, institution_required
+from .schema import Field, body
+
+bp = Blueprint("institutions", __name__, url_prefix="/v1")
+
+
+def _basic_credentials() -> tuple[str, str]:
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "basic":
+        try:
+            decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            decoded = ""
+        client_id, sep, secret = decoded.partition(":")
+        if sep:  # RFC 6749 §2.3.1: both parts are form-urlencoded before Basic encoding
+            return unquote(client_id), unquote(secret)
+    raise DomainError("unauthorized", "Client credentials are required (HTTP Basic)",
+                      headers={"WWW-Authenticate": 'Basic realm="evoucher"'}, error="invalid_client")
+
+
+@bp.post("/oauth/token")
+def oauth_token():
+    form = request.form if request.mimetype == "application/x-www-form-urlencoded" else None
+    grant = (form or {}).get("grant_type") or (request.get_json(silent=True) or {}).get("grant_type")
+    if grant != "client_credentials":
+        raise DomainError("invalid_request", "grant_type must be client_credentials",
+                          error="unsupported_grant_type")
+    client_id, secret = _basic_credentials()
+    rt = runtime()
+    session = rt.session()
+    inst = institutions.authenticate(session, client_id, secret)
+    ttl = rt.config.institution_token_ttl
+    token = tokens.issue_access(keys.keyring(rt, session).current, subject=inst.code, audience=INSTITUTION_AUD,
+                                ttl=ttl, now=int(rt.clock.now()), issuer=rt.config.issuer,
+                                claims={"cid": inst.client_id})
+    return jsonify(access_token=token, token_type="Bearer", expires_in=ttl)
+
+
+def _institution():
+    rt = runtime()
+    inst = institutions.by_code(rt.session(), g.auth["sub"])
+    if inst is None:
+        raise DomainError("unauthorized", "Unknown institution")
+    return rt, inst
+
+
+@bp.post("/scans")
+@institution_required
+def create_scan():
+    data = body({"token": Field(str, max_len=2048), "purpose": Field(str, choices=scans.PURPOSES)})
+    rt, inst = _institution()
+    return jsonify(scans.scan(rt.session(), rt, inst, data["token"], data["purpose"]))
+
+
+@bp.get("/scans/<scan_id>")
+@institution_required
+def get_scan(scan_id: str):
+    rt, inst = _institution()
+    return jsonify(scans.get(rt.session(), inst, scan_id))
+
+
+@bp.get("/revocations")
+@institution_required
+def revocation_feed():
+    rt, _ = _institution()
+    return jsonify(revocations.feed(rt.session(), request.args.get("since")))

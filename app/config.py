@@ -1,0 +1,101 @@
+"""Settings read from the environment. No secret has a default."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+
+def _int(env: dict, name: str, default: int, lo: int, hi: int) -> int:
+    raw = env.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise ValueError(f"{name} must be an integer") from exc
+    if not lo <= value <= hi:
+        raise ValueError(f"{name} must be between {lo} and {hi}")
+    return value
+
+
+@dataclass
+class Config:
+    """Runtime settings; build with `Config.from_env()` or pass overrides in tests."""
+
+    instance_path: str = ""
+    database_url: str = ""
+    redis_url: str | None = None
+    redis_prefix: str = "ev"
+    master_key: bytes | None = None
+    crypto_profile: str = "default"
+    issuer: str = "evoucher"
+    token_lifetime: int = 60
+    token_format: str = "ev1"
+    clock_skew: int = 5
+    institution_token_ttl: int = 900
+    holder_token_ttl: int = 900
+    ec_token_ttl: int = 1800
+    pin_time_cost: int = 3
+    pin_memory_cost: int = 65536
+    issue_rate_per_minute: int = 30
+    scan_rate_per_minute: int = 600
+    pin_rate_per_minute: int = 10
+    channel_rate_per_minute: int = 600
+    max_body_bytes: int = 16 * 1024
+    log_level: str = "INFO"
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, env: dict | None = None, **overrides) -> "Config":
+        env = dict(os.environ if env is None else env)
+        cfg = cls(
+            instance_path=env.get("EVOUCHER_INSTANCE", ""),
+            database_url=env.get("DATABASE_URL", ""),
+            redis_url=env.get("REDIS_URL") or None,
+            redis_prefix=env.get("REDIS_PREFIX", "ev"),
+            crypto_profile=env.get("CRYPTO_PROFILE", "default"),
+            issuer=env.get("EVOUCHER_ISSUER", "evoucher"),
+            token_lifetime=_int(env, "TOKEN_LIFETIME", 60, 15, 300),
+            token_format=env.get("TOKEN_FORMAT", "ev1"),
+            pin_time_cost=_int(env, "PIN_HASH_TIME_COST", 3, 1, 20),
+            pin_memory_cost=_int(env, "PIN_HASH_MEMORY_KIB", 65536, 8, 4 * 1024 * 1024),
+            issue_rate_per_minute=_int(env, "RATE_ISSUE_PER_MINUTE", 30, 1, 100000),
+            scan_rate_per_minute=_int(env, "RATE_SCAN_PER_MINUTE", 600, 1, 10000000),
+            pin_rate_per_minute=_int(env, "RATE_PIN_PER_MINUTE", 10, 1, 1000),
+            channel_rate_per_minute=_int(env, "RATE_CHANNEL_PER_MINUTE", 600, 1, 10000000),
+            log_level=env.get("LOG_LEVEL", "INFO"),
+        )
+        key = env.get("EVOUCHER_MASTER_KEY")
+        if key:
+            cfg.master_key = decode_master_key(key)
+        for name, value in overrides.items():
+            setattr(cfg, name, value)
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> None:
+        if self.crypto_profile not in ("default", "gm"):
+            raise ValueError("CRYPTO_PROFILE must be 'default' or 'gm'")
+        if self.token_format not in ("ev1", "jwt"):
+            raise ValueError("TOKEN_FORMAT must be 'ev1' or 'jwt'")
+        if not 15 <= self.token_lifetime <= 300:
+            raise ValueError("TOKEN_LIFETIME must be between 15 and 300 seconds")
+
+    @property
+    def signing_alg(self) -> str:
+        return "SM2" if self.crypto_profile == "gm" else "Ed25519"
+
+
+def decode_master_key(text: str) -> bytes:
+    """Decode a 32-byte master key given as base64 or 64 hex digits."""
+    import base64
+    import binascii
+
+    text = text.strip()
+    try:
+        raw = bytes.fromhex(text) if len(text) == 64 else base64.b64decode(text, validate=True)
+    except (ValueError, binascii.Error) as exc:
+        raise ValueError("EVOUCHER_MASTER_KEY must be 32 bytes, base64 or hex") from exc
+    if len(raw) != 32:
+        raise ValueError("EVOUCHER_MASTER_KEY must be 32 bytes, base64 or hex")
+    return raw

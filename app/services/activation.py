@@ -1,0 +1,211 @@
+"""Activation through a channel partner, holder sessions, re-verifications and unbinding."""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from crypto import idcard, tokens
+from crypto.tokens import new_voucher_id
+
+from .. import metrics
+from ..errors import DomainError
+from ..store.models import ChannelBinding, ChannelRequest, Enrolment, Reverification, Voucher
+from . import keys, pins, records, registry
+from .vouchers import utc
+
+HOLDER_AUD = "evoucher:holder"
+REVERIFICATION_SECONDS = 600
+PURPOSES = ("pin_reset", "reinstate", "family_accept")
+
+
+def _fingerprint(payload: dict) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+def activate(session: Session, rt, channel_id: str, p: dict) -> dict:
+    """Create (once per person) and bind a voucher; idempotent on the channel's request_id."""
+    fingerprint = _fingerprint(p)
+    done = session.scalars(select(ChannelRequest).where(ChannelRequest.channel_id == channel_id,
+                                                        ChannelRequest.request_id == p["request_id"])).first()
+    if done is not None:
+        if done.fingerprint != fingerprint:
+            raise DomainError("invalid_request", "request_id was already used for a different request")
+        return done.response
+    try:
+        result = _activate(session, rt, channel_id, p)
+    except DomainError as exc:
+        metrics.ACTIVATIONS.labels(channel_id, exc.code).inc()
+        raise
+    session.add(ChannelRequest(channel_id=channel_id, request_id=p["request_id"],
+                               fingerprint=fingerprint, response=result))
+    try:
+        session.commit()
+    except IntegrityError:  # a concurrent retry of the same request won the race
+        session.rollback()
+        return activate(session, rt, channel_id, p)
+    metrics.ACTIVATIONS.labels(channel_id, "ok").inc()
+    return result
+
+
+def _activate(session: Session, rt, channel_id: str, p: dict) -> dict:
+    if p["id_type"] != "01":
+        raise DomainError("unsupported_id_type", "Only resident ID cards (居民身份证, type 01) can activate")
+    number = p["id_number"].upper()
+    if not idcard.validate_id_number(number):
+        raise DomainError("invalid_id_number", "The ID number is not valid (GB 11643 check digit)")
+    if p["face_verified"] is not True:
+        raise DomainError("face_verification_required", "The channel's face verification must pass first")
+    person = registry.find_by_id_number(session, rt, number)
+    if person is None:
+        raise DomainError("person_not_enrolled", "Insured person not found; insured info may not be synced yet")
+    if person.name != p["name"].strip():
+        raise DomainError("name_mismatch", "The name does not match the enrolment registry")
+    active = [e for e in registry.enrolments(session, person) if e.status == "active"]
+    if not active:
+        raise DomainError("person_not_enrolled", "The person has no active enrolment")
+    voucher = session.scalars(select(Voucher).where(Voucher.person_id == person.id)).first()
+    created = False
+    if voucher is None:
+        voucher = Voucher(voucher_id=new_voucher_id(), person_id=person.id, status="active",
+                          active_region=_default_region(active), pin_initial=False, pin_failures=0,
+                          pin_free_limit_fen=0)
+        session.add(voucher)
+        session.flush()
+        created = True
+        records.record(session, voucher, "activation", channel=channel_id)
+    elif voucher.status == "suspended":
+        raise DomainError("voucher_suspended", "The voucher is reported lost; reinstate it with a re-verification")
+    elif voucher.status == "cancelled":
+        voucher.voucher_id, voucher.status = new_voucher_id(), "active"  # card replaced: a new voucher id
+        voucher.active_region = _default_region(active)
+        records.record(session, voucher, "activation", channel=channel_id, reactivated=True)
+    if voucher.active_region not in {e.region_code for e in active}:
+        voucher.active_region = _default_region(active)
+    _bind(session, voucher, channel_id, p["channel_user_id"])
+    if p.get("pin") is not None:
+        if voucher.pin_hash is None:
+            pins.set_new(session, rt, voucher, person, p["pin"], kind="pin_set")
+        else:
+            pins.check(session, rt, voucher, p["pin"])  # one PIN across all channels
+    return {"voucher_id": voucher.voucher_id, "status": voucher.status, "created": created,
+            "active_region": voucher.active_region, "channel": channel_id,
+            "channel_user_id": p["channel_user_id"], "pin_set": voucher.pin_hash is not None}
+
+
+def _default_region(active: list[Enrolment]) -> str:
+    """The most recent active enrolment is where the person is insured now."""
+    return max(active, key=lambda e: (e.since, e.region_code)).region_code
+
+
+def _bind(session: Session, voucher: Voucher, channel_id: str, channel_user_id: str) -> ChannelBinding:
+    binding = session.scalars(select(ChannelBinding).where(ChannelBinding.channel_id == channel_id,
+                                                           ChannelBinding.channel_user_id == channel_user_id)).first()
+    if binding is not None and binding.voucher_id != voucher.id:
+        raise DomainError("invalid_request", "This channel user is bound to another person's voucher")
+    if binding is None:
+        binding = ChannelBinding(voucher_id=voucher.id, channel_id=channel_id,
+                                 channel_user_id=channel_user_id, status="active", session_epoch=0)
+        session.add(binding)
+        records.record(session, voucher, "bind", channel=channel_id)
+    elif binding.status != "active":
+        binding.status, binding.unbound_at = "active", None
+        binding.session_epoch += 1
+        records.record(session, voucher, "bind", channel=channel_id)
+    session.flush()
+    return binding
+
+
+def binding_for(session: Session, channel_id: str, channel_user_id: str) -> ChannelBinding:
+    binding = session.scalars(select(ChannelBinding).where(ChannelBinding.channel_id == channel_id,
+                                                           ChannelBinding.channel_user_id == channel_user_id,
+                                                           ChannelBinding.status == "active")).first()
+    if binding is None:
+        raise DomainError("channel_not_bound", "This channel user has no active voucher binding")
+    return binding
+
+
+def open_session(session: Session, rt, channel_id: str, channel_user_id: str) -> dict:
+    """A 15-minute holder token tied to one voucher and to this channel binding."""
+    binding = binding_for(session, channel_id, channel_user_id)
+    voucher = session.get(Voucher, binding.voucher_id)
+    if voucher.status == "cancelled":
+        raise DomainError("voucher_cancelled", "The voucher is cancelled")
+    now = int(rt.clock.now())
+    ttl = rt.config.holder_token_ttl
+    token = tokens.issue_access(keys.keyring(rt, session).current, subject=voucher.voucher_id,
+                                audience=HOLDER_AUD, ttl=ttl, now=now, issuer=rt.config.issuer,
+                                claims={"ch": channel_id, "bid": binding.id, "ep": binding.session_epoch})
+    return {"access_token": token, "token_type": "Bearer", "expires_in": ttl, "voucher_id": voucher.voucher_id}
+
+
+def holder_from_claims(session: Session, claims: dict) -> Voucher:
+    """The voucher a holder token speaks for; the channel binding must still be live."""
+    binding = session.get(ChannelBinding, claims.get("bid"))
+    if binding is None or binding.status != "active" or binding.session_epoch != claims.get("ep") \
+            or binding.channel_id != claims.get("ch"):
+        raise DomainError("unauthorized", "The holder session has ended")
+    voucher = session.get(Voucher, binding.voucher_id)
+    if voucher is None or voucher.voucher_id != claims.get("sub"):
+        raise DomainError("unauthorized", "The holder session has ended")
+    return voucher
+
+
+def reverify(session: Session, rt, channel_id: str, p: dict) -> dict:
+    """Record a channel's fresh face check for a sensitive step (PIN reset, reinstatement, family accept)."""
+    if p["face_verified"] is not True:
+        raise DomainError("face_verification_required", "The channel's face verification must pass first")
+    binding = binding_for(session, channel_id, p["channel_user_id"])
+    voucher = session.get(Voucher, binding.voucher_id)
+    now = utc(rt.clock.now())
+    rv = Reverification(voucher_id=voucher.id, channel_id=channel_id, purpose=p["purpose"],
+                        subject=p.get("link_id"), verified_at=now,
+                        expires_at=now + dt.timedelta(seconds=REVERIFICATION_SECONDS))
+    session.add(rv)
+    records.record(session, voucher, "reverification", channel=channel_id, purpose=p["purpose"])
+    result = {"purpose": p["purpose"],
+              "voucher_id": voucher.voucher_id, "expires_in": REVERIFICATION_SECONDS}
+    if p["purpose"] == "reinstate":
+        from . import loss
+        loss.reinstate(session, rt, voucher, channel_id)
+        rv.used_at = now
+        result["status"] = voucher.status
+    session.flush()
+    rv_id = rv.id
+    result["reverification_id"] = f"rv_{rv_id}"
+    session.commit()
+    return result
+
+
+def take_reverification(session: Session, rt, voucher: Voucher, purpose: str,
+                        subject: str | None = None) -> Reverification | None:
+    """Use up a fresh, unused re-verification of this purpose, if there is one."""
+    now = utc(rt.clock.now())
+    q = select(Reverification).where(Reverification.voucher_id == voucher.id,
+                                     Reverification.purpose == purpose, Reverification.used_at.is_(None))
+    if subject is not None:
+        q = q.where(Reverification.subject == subject)
+    for rv in session.scalars(q.order_by(Reverification.id.desc())):
+        expires = rv.expires_at if rv.expires_at.tzinfo else rv.expires_at.replace(tzinfo=dt.timezone.utc)
+        if expires >= now:
+            rv.used_at = now
+            return rv
+    return None
+
+
+def unbind(session: Session, rt, voucher: Voucher, channel_id: str, *, by: str) -> dict:
+    """End one channel's binding and its sessions; other channels keep working."""
+    binding = session.scalars(select(ChannelBinding).where(ChannelBinding.voucher_id == voucher.id,
+                                                           ChannelBinding.channel_id == channel_id,
+                                                           ChannelBinding.status == "active")).first()
+    if binding is None:
+        raise DomainError("channel_not_bound", "The voucher is not bound in this channel")
+    binding.status, binding.unbound_at = "unbound", utc(rt.clock.now())
+    binding.session_epoch += 1
+    records.record(session, voucher, "unbind", channel=channel_id, by=by)
+    session.commit()
+    return {"voucher_id": voucher.voucher_id, "channel": channel_id, "status": "unbound"}

@@ -1,0 +1,46 @@
+"""Channel partners and their public keys (several at once during rotation)."""
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.channels import ChannelInfo, channel_kind
+from app.channels.keys import default_serial, load_public_key
+
+from ..store.models import Channel, ChannelKey
+
+
+def add(session: Session, channel_id: str, public_pem: bytes, *, serial: str | None = None,
+        app_id: str | None = None) -> tuple[Channel, ChannelKey]:
+    """Register a channel (or add a key to it); raises ValueError for a bad id or key."""
+    kind = channel_kind(channel_id)
+    if kind is None:
+        raise ValueError("channel id must be wechat, alipay or bank-<code>")
+    load_public_key(public_pem, kind)
+    serial = serial or default_serial(public_pem)
+    channel = session.get(Channel, channel_id)
+    if channel is None:
+        channel = Channel(id=channel_id, app_id=app_id or channel_id)
+        session.add(channel)
+    elif app_id:
+        channel.app_id = app_id
+    channel.status = "active"
+    key = session.scalars(select(ChannelKey).where(ChannelKey.channel_id == channel_id,
+                                                   ChannelKey.serial == serial)).first()
+    if key is None:
+        key = ChannelKey(channel_id=channel_id, serial=serial)
+        session.add(key)
+    key.public_key_pem, key.status = public_pem, "active"
+    session.flush()
+    return channel, key
+
+
+def info(session: Session, channel_id: str) -> ChannelInfo | None:
+    """What the signature verifier needs to know about a channel, or None if unknown."""
+    kind = channel_kind(channel_id)
+    channel = session.get(Channel, channel_id) if kind else None
+    if channel is None:
+        return None
+    keys = {k.serial: k.public_key_pem for k in session.scalars(
+        select(ChannelKey).where(ChannelKey.channel_id == channel_id, ChannelKey.status == "active"))}
+    return ChannelInfo(id=channel.id, app_id=channel.app_id, kind=kind, keys=keys, status=channel.status)

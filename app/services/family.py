@@ -1,0 +1,174 @@
+"""Family accounts (亲情账户): a guardian links up to 5 members and may act for them."""
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session
+
+from crypto import idcard
+from crypto.masking import mask_name
+from crypto.tokens import new_voucher_id
+
+from ..errors import DomainError
+from ..store.models import FamilyLink, Person, Revocation, Voucher
+from . import records, registry
+from .vouchers import aware, person_of, utc
+
+MAX_MEMBERS = 5
+MINOR_MAX_AGE = 16
+PENDING_DAYS = 7
+RELATIONS = ("parent", "child", "spouse", "grandparent", "grandchild", "sibling", "guardian", "other")
+LIVE = ("active", "pending")
+
+
+def _expire(link: FamilyLink, now: dt.datetime) -> None:
+    if link.status == "pending" and link.expires_at and aware(link.expires_at) < now:
+        link.status = "expired"
+
+
+def links_of(session: Session, rt, voucher: Voucher) -> list[FamilyLink]:
+    """Links where the voucher's person is guardian or member, pending ones expired lazily."""
+    now = utc(rt.clock.now())
+    links = session.scalars(select(FamilyLink).where(or_(FamilyLink.guardian_voucher_id == voucher.id,
+                                                         FamilyLink.member_person_id == voucher.person_id))
+                            .order_by(FamilyLink.id)).all()
+    for link in links:
+        _expire(link, now)
+    return links
+
+
+def _link_json(session: Session, link: FamilyLink, me: Voucher) -> dict:
+    member = session.get(Person, link.member_person_id)
+    member_voucher = session.scalars(select(Voucher).where(Voucher.person_id == member.id)).first()
+    guardian = session.get(Voucher, link.guardian_voucher_id)
+    guardian_person = session.get(Person, guardian.person_id)
+    return {"link_id": link.link_id, "role": "guardian" if link.guardian_voucher_id == me.id else "member",
+            "relation": link.relation, "status": link.status,
+            "member": {"name_masked": mask_name(member.name),
+                       "voucher_id": member_voucher.voucher_id if member_voucher else None},
+            "guardian": {"name_masked": mask_name(guardian_person.name), "voucher_id": guardian.voucher_id},
+            "document_ref_recorded": bool(link.document_ref),
+            "created_at": aware(link.created_at).isoformat(),
+            "expires_at": aware(link.expires_at).isoformat() if link.expires_at else None}
+
+
+def links_view(session: Session, rt, voucher: Voucher) -> list[dict]:
+    return [_link_json(session, link, voucher) for link in links_of(session, rt, voucher)]
+
+
+def create(session: Session, rt, guardian: Voucher, p: dict) -> dict:
+    """Link a member: a minor (≤ 16) at once with a declared relation and document; others on acceptance."""
+    now = utc(rt.clock.now())
+    number = p["id_number"].upper()
+    if not idcard.validate_id_number(number):
+        raise DomainError("invalid_id_number", "The member's ID number is not valid")
+    member = registry.find_by_id_number(session, rt, number)
+    if member is None:
+        raise DomainError("person_not_enrolled", "The member is not in the enrolment registry")
+    if member.name != p["name"].strip():
+        raise DomainError("name_mismatch", "The member's name does not match the registry")
+    if member.id == guardian.person_id:
+        raise DomainError("invalid_request", "You cannot link yourself")
+    live = [lk for lk in links_of(session, rt, guardian) if lk.guardian_voucher_id == guardian.id and lk.status in LIVE]
+    if any(lk.member_person_id == member.id for lk in live):
+        raise DomainError("family_link_exists", "This member is already linked or invited")
+    if len(live) >= MAX_MEMBERS:
+        raise DomainError("family_limit_reached", f"A guardian can link at most {MAX_MEMBERS} members")
+    minor = idcard.age(number, now.date()) <= MINOR_MAX_AGE
+    if minor and not p.get("document_ref"):
+        raise DomainError("invalid_request", "A minor's link needs a birth certificate or household register number",
+                          field="document_ref")
+    link = FamilyLink(link_id="fam_" + secrets.token_hex(8), guardian_voucher_id=guardian.id,
+                      member_person_id=member.id, relation=p["relation"], document_ref=p.get("document_ref"),
+                      status="active" if minor else "pending", created_at=now,
+                      accepted_at=now if minor else None,
+                      expires_at=None if minor else now + dt.timedelta(days=PENDING_DAYS))
+    session.add(link)
+    member_voucher = session.scalars(select(Voucher).where(Voucher.person_id == member.id)).first()
+    if minor and member_voucher is None:
+        member_voucher = _activate_minor(session, member, guardian)
+    session.flush()
+    records.record(session, guardian, "family_link", link_id=link.link_id, role="guardian", status=link.status)
+    if member_voucher is not None:
+        records.record(session, member_voucher, "family_link", link_id=link.link_id, role="member",
+                       status=link.status, actor=guardian.voucher_id)
+    session.commit()
+    return _link_json(session, link, guardian)
+
+
+def _activate_minor(session: Session, member: Person, guardian: Voucher) -> Voucher:
+    """A guardian activates a minor's voucher (the minor has no phone of their own)."""
+    active = [e for e in registry.enrolments(session, member) if e.status == "active"]
+    if not active:
+        raise DomainError("person_not_enrolled", "The minor has no active enrolment")
+    region = max(active, key=lambda e: (e.since, e.region_code)).region_code
+    voucher = Voucher(voucher_id=new_voucher_id(), person_id=member.id, status="active", active_region=region,
+                      pin_initial=False, pin_failures=0, pin_free_limit_fen=0)
+    session.add(voucher)
+    session.flush()
+    records.record(session, voucher, "activation", actor=guardian.voucher_id, by="guardian")
+    return voucher
+
+
+def _find(session: Session, rt, voucher: Voucher, link_id: str) -> FamilyLink:
+    for link in links_of(session, rt, voucher):
+        if link.link_id == link_id:
+            return link
+    raise DomainError("family_link_not_found", "No such family link for this voucher")
+
+
+def accept(session: Session, rt, member_voucher: Voucher, link_id: str) -> dict:
+    """The member (over 16) accepts from their own voucher after a channel face check."""
+    from .activation import take_reverification
+    link = _find(session, rt, member_voucher, link_id)
+    if link.member_person_id != member_voucher.person_id or link.status != "pending":
+        session.commit()  # keep a lazily expired status
+        raise DomainError("family_link_not_found", "No pending invitation with this id for you")
+    if take_reverification(session, rt, member_voucher, "family_accept", link_id) is None and \
+            take_reverification(session, rt, member_voucher, "family_accept") is None:
+        raise DomainError("reverification_required", "Confirm with a face check in your channel app first")
+    link.status, link.accepted_at, link.expires_at = "active", utc(rt.clock.now()), None
+    guardian = session.get(Voucher, link.guardian_voucher_id)
+    records.record(session, member_voucher, "family_accept", link_id=link_id)
+    records.record(session, guardian, "family_accept", link_id=link_id)
+    session.commit()
+    return _link_json(session, link, member_voucher)
+
+
+def end(session: Session, rt, voucher: Voucher, link_id: str) -> dict:
+    """Either side ends the link at once; tokens the guardian issued for the member are revoked."""
+    from .qr import issued_group
+    link = _find(session, rt, voucher, link_id)
+    if link.status not in LIVE:
+        raise DomainError("family_link_not_found", "The link has already ended")
+    now = utc(rt.clock.now())
+    link.status, link.ended_at = "ended", now
+    link.ended_by = "guardian" if link.guardian_voucher_id == voucher.id else "member"
+    guardian = session.get(Voucher, link.guardian_voucher_id)
+    member_voucher = session.scalars(select(Voucher).where(Voucher.person_id == link.member_person_id)).first()
+    if member_voucher is not None:
+        for token_id in rt.store.members(issued_group(member_voucher.voucher_id, guardian.voucher_id)):
+            session.add(Revocation(kind="token", subject=token_id, reason="family_link_ended"))
+        records.record(session, member_voucher, "family_end", link_id=link_id, by=link.ended_by)
+    records.record(session, guardian, "family_end", link_id=link_id, by=link.ended_by)
+    session.commit()
+    return _link_json(session, link, voucher)
+
+
+def active_link(session: Session, guardian: Voucher, member: Voucher) -> FamilyLink | None:
+    return session.scalars(select(FamilyLink).where(FamilyLink.guardian_voucher_id == guardian.id,
+                                                    FamilyLink.member_person_id == member.person_id,
+                                                    FamilyLink.status == "active")).first()
+
+
+def presenter(session: Session, rt, member: Voucher, guardian_voucher_id: str, iat: int) -> dict | None:
+    """Who presented a member's code, if the link was live when the token was issued and still is."""
+    guardian = session.scalars(select(Voucher).where(Voucher.voucher_id == guardian_voucher_id)).first()
+    if guardian is None or guardian.status != "active":
+        return None
+    link = active_link(session, guardian, member)
+    if link is None or link.accepted_at is None or aware(link.accepted_at).timestamp() > iat + 1:
+        return None
+    return {"relation": link.relation, "name_masked": mask_name(person_of(session, guardian).name)}

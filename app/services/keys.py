@@ -1,0 +1,82 @@
+"""Signing keys: creation, rotation and the cached keyring every worker verifies with."""
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from crypto import keyring as kr
+
+from ..store.models import SigningKeyRow
+
+MAX_QR_LIFETIME = 300
+CACHE_SECONDS = 5.0
+
+
+def _publish_window(rt) -> int:
+    """How long a retired key keeps verifying: the longest thing it may have signed, plus skew."""
+    return max(MAX_QR_LIFETIME, rt.config.holder_token_ttl, rt.config.institution_token_ttl) + 60
+
+
+def _store(session: Session, rt, key) -> SigningKeyRow:
+    row = SigningKeyRow(kid=key.kid, alg=key.alg, public_key=key.public,
+                        private_sealed=kr.seal_private(rt.master_key, key, rt.config.crypto_profile),
+                        status="current")
+    session.add(row)
+    return row
+
+
+def ensure_signing_key(session: Session, rt) -> None:
+    """Create the first signing key for the configured profile when there is none."""
+    current = session.scalars(select(SigningKeyRow).where(SigningKeyRow.status == "current")).first()
+    if current is None or current.alg != rt.config.signing_alg:
+        rotate(session, rt)
+
+
+def rotate(session: Session, rt, alg: str | None = None) -> SigningKeyRow:
+    """Make a new current key; the old one is retired but published until its tokens expire."""
+    now = dt.datetime.fromtimestamp(rt.clock.now(), dt.timezone.utc)
+    for old in session.scalars(select(SigningKeyRow).where(SigningKeyRow.status == "current")):
+        old.status = "retired"
+        old.retired_at = now
+        old.publish_until = now + dt.timedelta(seconds=_publish_window(rt))
+    key = kr.generate(alg or rt.config.signing_alg)
+    while session.scalars(select(SigningKeyRow).where(SigningKeyRow.kid == key.kid)).first():
+        key = kr.generate(alg or rt.config.signing_alg)  # 32-bit kid: retry on the rare clash
+    row = _store(session, rt, key)
+    session.flush()
+    rt.keyring_cache.clear()
+    return row
+
+
+def load_keyring(session: Session, rt) -> kr.Keyring:
+    """Current key plus retired keys still inside their publication window."""
+    now = dt.datetime.fromtimestamp(rt.clock.now(), dt.timezone.utc)
+    keys, current = [], None
+    for row in session.scalars(select(SigningKeyRow).where(SigningKeyRow.status.in_(("current", "retired")))):
+        until = row.publish_until
+        if until is not None and until.tzinfo is None:
+            until = until.replace(tzinfo=dt.timezone.utc)
+        if row.status == "retired" and (until is None or until < now):
+            continue
+        key = kr.unseal_private(rt.master_key, row.private_sealed, row.kid, row.alg, row.public_key)
+        if until is not None:
+            key = kr.SigningKey(kid=key.kid, alg=key.alg, public=key.public, private=key.private,
+                                not_after=int(until.timestamp()))
+        keys.append(key)
+        if row.status == "current":
+            current = row.kid
+    if current is None:
+        raise RuntimeError("no current signing key: run `evoucher db upgrade` or `evoucher keys rotate`")
+    return kr.Keyring(keys, current)
+
+
+def keyring(rt, session: Session, *, refresh: bool = False) -> kr.Keyring:
+    """The cached keyring; reloaded every few seconds so a rotation by the CLI reaches all workers."""
+    cached = rt.keyring_cache.get("ring")
+    now = rt.clock.now()
+    if refresh or cached is None or now - rt.keyring_cache.get("at", 0) > CACHE_SECONDS:
+        cached = load_keyring(session, rt)
+        rt.keyring_cache.update(ring=cached, at=now)
+    return cached

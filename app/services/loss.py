@@ -1,0 +1,30 @@
+"""Loss report (挂失) and reinstatement."""
+from __future__ import annotations
+
+from sqlalchemy.orm import Session
+
+from ..errors import DomainError
+from ..store.models import Revocation, Voucher
+from . import records
+from .vouchers import utc
+
+
+def report_lost(session: Session, rt, voucher: Voucher) -> dict:
+    """Suspend at once in every channel; every outstanding token stops verifying."""
+    if voucher.status == "cancelled":
+        raise DomainError("voucher_cancelled", "The voucher is cancelled")
+    if voucher.status != "suspended":
+        voucher.status, voucher.suspended_at = "suspended", utc(rt.clock.now())
+        session.add(Revocation(kind="voucher", subject=voucher.voucher_id, reason="reported_lost"))
+        records.record(session, voucher, "loss_report")
+    session.commit()
+    return {"voucher_id": voucher.voucher_id, "status": voucher.status}
+
+
+def reinstate(session: Session, rt, voucher: Voucher, channel_id: str) -> None:
+    """Back to active after a channel re-verification; tokens from before the loss stay dead."""
+    if voucher.status == "cancelled":
+        raise DomainError("voucher_cancelled", "The voucher is cancelled")
+    if voucher.status == "suspended":
+        voucher.status = "active"
+        records.record(session, voucher, "reinstate", channel=channel_id)

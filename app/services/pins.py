@@ -1,0 +1,112 @@
+"""The payment PIN (医保支付密码): one PIN for all channels, argon2id, lock after 5 misses."""
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy.orm import Session
+
+from crypto import idcard
+from crypto.pins import is_weak_pin
+
+from .. import metrics
+from ..errors import DomainError
+from ..store.ephemeral import StoreUnavailable
+from ..store.models import Person, Voucher
+from . import records, registry
+from .vouchers import aware, utc
+
+MAX_FAILURES = 5
+LOCK_HOURS = 24
+INITIAL_PINS = ("000000", "123456")
+MAX_FREE_LIMIT_FEN = 500_000  # 5,000 yuan
+
+
+def _birth_date(rt, person: Person) -> dt.date | None:
+    try:
+        return idcard.birth_date(registry.id_number(rt, person))
+    except ValueError:
+        return None
+
+
+def set_new(session: Session, rt, voucher: Voucher, person: Person, pin: str, *, kind: str,
+            allow_initial: bool = True) -> None:
+    """Store a new PIN. A card's initial PIN passed through at activation is kept but flagged."""
+    if allow_initial and pin in INITIAL_PINS:
+        voucher.pin_hash, voucher.pin_initial = rt.pins.hash(pin), True
+    else:
+        reason = is_weak_pin(pin, _birth_date(rt, person))
+        if reason:
+            raise DomainError("pin_too_weak", f"The PIN is too easy to guess: {reason}")
+        voucher.pin_hash, voucher.pin_initial = rt.pins.hash(pin), False
+    voucher.pin_failures, voucher.pin_locked_until = 0, None
+    records.record(session, voucher, kind)
+
+
+def _rate_limit(rt, voucher: Voucher) -> None:
+    try:
+        allowed, retry = rt.store.hit(f"pin:{voucher.voucher_id}", rt.config.pin_rate_per_minute, 60)
+    except StoreUnavailable:
+        metrics.STORE_ERRORS.labels("pin_rate").inc()
+        return  # the durable 5-strikes lock still guards PINs while the limiter is down
+    if not allowed:
+        raise DomainError("rate_limited", "Too many PIN attempts; wait a minute",
+                          headers={"Retry-After": str(retry)})
+
+
+def check(session: Session, rt, voucher: Voucher, pin: str | None) -> None:
+    """Verify the PIN; five misses in a row lock it for 24 hours. Failures are committed."""
+    if voucher.pin_hash is None:
+        raise DomainError("pin_required", "Set a payment PIN first")
+    if not pin:
+        raise DomainError("pin_required", "The payment PIN is required")
+    now = utc(rt.clock.now())
+    locked = aware(voucher.pin_locked_until)
+    if locked and locked > now:
+        raise DomainError("pin_locked", "The PIN is locked after 5 wrong tries; reset it through a channel",
+                          locked_until=locked.isoformat())
+    _rate_limit(rt, voucher)
+    if rt.pins.check(voucher.pin_hash, pin):
+        voucher.pin_failures, voucher.pin_locked_until = 0, None
+        return
+    voucher.pin_failures = (voucher.pin_failures or 0) + 1
+    left = MAX_FAILURES - voucher.pin_failures
+    if left <= 0:
+        voucher.pin_locked_until = now + dt.timedelta(hours=LOCK_HOURS)
+        voucher.pin_failures = 0
+        records.record(session, voucher, "pin_locked")
+        session.commit()
+        raise DomainError("pin_locked", "The PIN is locked for 24 hours after 5 wrong tries",
+                          locked_until=voucher.pin_locked_until.isoformat())
+    session.commit()
+    raise DomainError("pin_invalid", "Wrong PIN", remaining_attempts=left)
+
+
+def change(session: Session, rt, voucher: Voucher, old_pin: str | None, new_pin: str) -> dict:
+    """Set a first PIN, change it with the old one, or reset it after a channel re-verification."""
+    from .activation import take_reverification
+    person = session.get(Person, voucher.person_id)
+    kind = "pin_set"
+    if voucher.pin_hash is not None:
+        if old_pin is not None:
+            check(session, rt, voucher, old_pin)
+            kind = "pin_change"
+        elif take_reverification(session, rt, voucher, "pin_reset") is not None:
+            kind = "pin_reset"
+        else:
+            raise DomainError("pin_required", "Give the old PIN, or reset it after a channel face check")
+    if old_pin is not None and old_pin == new_pin:
+        raise DomainError("pin_too_weak", "The new PIN must differ from the old one")
+    set_new(session, rt, voucher, person, new_pin, kind=kind, allow_initial=False)
+    session.commit()
+    return {"pin_set": True, "initial": False}
+
+
+def set_free_limit(session: Session, rt, voucher: Voucher, amount_fen: int, pin: str) -> dict:
+    """Password-free limit (限额免密), 0-5,000 yuan in fen; needs the PIN."""
+    check(session, rt, voucher, pin)
+    if voucher.pin_initial:
+        raise DomainError("pin_change_required", "Change the initial PIN first")
+    voucher.pin_free_limit_fen = amount_fen
+    records.record(session, voucher, "pin_free_limit", amount_fen=amount_fen)
+    session.commit()
+    return {"free_limit_fen": amount_fen}

@@ -1,0 +1,39 @@
+"""Append-only usage records: every scan and every state change of a voucher."""
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from ..store.models import UsageRecord, Voucher
+
+KINDS = ("activation", "bind", "unbind", "session", "reverification", "scan", "region_switch",
+         "family_link", "family_accept", "family_end", "loss_report", "reinstate", "pin_set",
+         "pin_change", "pin_reset", "pin_locked", "pin_free_limit", "phone_change", "filing_create",
+         "filing_cancel", "qr_issued_for_member")
+
+
+def record(session: Session, voucher: Voucher | None, kind: str, *, actor: str | None = None,
+           channel: str | None = None, institution: str | None = None, **detail) -> UsageRecord:
+    """Append one record; details must never hold an ID number, phone, PIN or token."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown record kind {kind}")
+    rec = UsageRecord(voucher_id=voucher.id if voucher else None, kind=kind, actor=actor,
+                      channel_id=channel, institution_code=institution, detail=detail)
+    session.add(rec)
+    return rec
+
+
+def page(session: Session, voucher: Voucher, cursor: int | None, limit: int = 20) -> tuple[list, int | None]:
+    """Records newest first; the cursor is the id of the last record of the previous page."""
+    q = select(UsageRecord).where(UsageRecord.voucher_id == voucher.id)
+    if cursor is not None:
+        q = q.where(UsageRecord.id < cursor)
+    rows = session.scalars(q.order_by(UsageRecord.id.desc()).limit(limit + 1)).all()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return rows, (rows[-1].id if more and rows else None)
+
+
+def as_json(rec: UsageRecord) -> dict:
+    return {"id": rec.id, "kind": rec.kind, "at": rec.created_at.isoformat(), "actor": rec.actor,
+            "channel": rec.channel_id, "institution_code": rec.institution_code, "detail": rec.detail}

@@ -1,0 +1,24 @@
+"""The revocation feed for scanners that cache: revoked voucher ids and token ids by cursor."""
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from ..errors import DomainError
+from ..store.models import Revocation
+
+PAGE = 500
+
+
+def feed(session: Session, since: str | None) -> dict:
+    try:
+        cursor = int(since) if since not in (None, "") else 0
+    except ValueError:
+        raise DomainError("invalid_request", "since must be a cursor returned by this feed") from None
+    if cursor < 0:
+        raise DomainError("invalid_request", "since must be a cursor returned by this feed")
+    rows = session.scalars(select(Revocation).where(Revocation.id > cursor)
+                           .order_by(Revocation.id).limit(PAGE)).all()
+    items = [{"cursor": str(r.id), "kind": r.kind, "id": r.subject, "reason": r.reason,
+              "at": r.created_at.isoformat()} for r in rows]
+    return {"items": items, "next": str(rows[-1].id) if rows else str(cursor), "more": len(rows) == PAGE}

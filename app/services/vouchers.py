@@ -1,0 +1,90 @@
+"""Vouchers (电子凭证): lookup, state rules and the holder's view."""
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from crypto import idcard
+from crypto.masking import mask_id_number, mask_name, mask_phone  # noqa: F401 (mask_phone re-exported)
+
+from ..errors import DomainError
+from ..store.models import ChannelBinding, Person, Voucher
+from . import registry
+
+MUNICIPALITIES = ("11", "12", "31", "50")  # Beijing, Tianjin, Shanghai, Chongqing pool city-wide
+
+
+def utc(ts: float) -> dt.datetime:
+    return dt.datetime.fromtimestamp(ts, dt.timezone.utc)
+
+
+def aware(value: dt.datetime | None) -> dt.datetime | None:
+    """SQLite returns naive datetimes; everything here is UTC."""
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=dt.timezone.utc)
+    return value
+
+
+def same_pooling_area(a: str, b: str) -> bool:
+    """Same prefecture (first 4 digits); a municipality or a province-level code pools on 2."""
+    if a[:2] != b[:2]:
+        return False
+    if a[:2] in MUNICIPALITIES or a.endswith("0000") or b.endswith("0000"):
+        return True
+    return a[:4] == b[:4]
+
+
+def by_public_id(session: Session, voucher_id: str) -> Voucher:
+    voucher = session.scalars(select(Voucher).where(Voucher.voucher_id == voucher_id)).first()
+    if voucher is None:
+        raise DomainError("voucher_not_found", "No such voucher")
+    return voucher
+
+
+def require_usable(voucher: Voucher) -> None:
+    """Refuse a suspended (reported lost) or cancelled voucher."""
+    if voucher.status == "suspended":
+        raise DomainError("voucher_suspended", "The voucher is reported lost (挂失) and suspended")
+    if voucher.status == "cancelled":
+        raise DomainError("voucher_cancelled", "The voucher is cancelled")
+
+
+def person_of(session: Session, voucher: Voucher) -> Person:
+    return session.get(Person, voucher.person_id)
+
+
+def age_on(rt, person: Person, today: dt.date) -> int:
+    return idcard.age(registry.id_number(rt, person), today)
+
+
+def person_card(rt, person: Person, today: dt.date) -> dict:
+    """Masked identity facts, as shown to institutions."""
+    number = registry.id_number(rt, person)
+    return {"name_masked": mask_name(person.name), "id_number_masked": mask_id_number(number),
+            "gender": idcard.gender(number), "age": idcard.age(number, today)}
+
+
+def holder_view(session: Session, rt, voucher: Voucher) -> dict:
+    """What `GET /v1/me` shows: status, enrolments, active region, channels, family links."""
+    from . import family
+    person = person_of(session, voucher)
+    phone = registry.phone(rt, person)
+    bindings = session.scalars(select(ChannelBinding).where(ChannelBinding.voucher_id == voucher.id,
+                                                            ChannelBinding.status == "active"))
+    today = utc(rt.clock.now()).date()
+    return {
+        "voucher_id": voucher.voucher_id,
+        "status": voucher.status,
+        "active_region": voucher.active_region,
+        "person": {**person_card(rt, person, today), "phone_masked": mask_phone(phone) if phone else None},
+        "enrolments": [{"region_code": e.region_code, "insurance_type": e.insurance_type,
+                        "status": e.status, "since": e.since.isoformat()}
+                       for e in registry.enrolments(session, person)],
+        "channels": sorted(b.channel_id for b in bindings),
+        "pin": {"set": voucher.pin_hash is not None, "initial": bool(voucher.pin_initial),
+                "locked_until": aware(voucher.pin_locked_until).isoformat() if voucher.pin_locked_until else None,
+                "free_limit_fen": voucher.pin_free_limit_fen},
+        "family": family.links_view(session, rt, voucher),
+    }

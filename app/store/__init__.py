@@ -1,0 +1,1 @@
+"""Durable models, repositories and the ephemeral store."""

@@ -1,0 +1,1 @@
+"""Alembic migrations (run with `evoucher db upgrade`)."""
