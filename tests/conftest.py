@@ -158,3 +158,9 @@ def client(app):
 @pytest.fixture
 def rt(app):
     return app.extensions["evoucher"]
+
+
+@pytest.fixture
+def world(app, client, tmp_path_factory):
+    from tests.helpers import World
+    return World(app, client, tmp_path_factory.getbasetemp())

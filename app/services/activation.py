@@ -84,14 +84,13 @@ def _activate(session: Session, rt, channel_id: str, p: dict) -> dict:
         voucher.voucher_id, voucher.status = new_voucher_id(), "active"  # card replaced: a new voucher id
         voucher.active_region = _default_region(active)
         records.record(session, voucher, "activation", channel=channel_id, reactivated=True)
+    if p.get("pin") is not None and voucher.pin_hash is not None:
+        pins.check(session, rt, voucher, p["pin"])  # one PIN across all channels; checked before binding
     if voucher.active_region not in {e.region_code for e in active}:
         voucher.active_region = _default_region(active)
     _bind(session, voucher, channel_id, p["channel_user_id"])
-    if p.get("pin") is not None:
-        if voucher.pin_hash is None:
-            pins.set_new(session, rt, voucher, person, p["pin"], kind="pin_set")
-        else:
-            pins.check(session, rt, voucher, p["pin"])  # one PIN across all channels
+    if p.get("pin") is not None and voucher.pin_hash is None:
+        pins.set_new(session, rt, voucher, person, p["pin"], kind="pin_set")
     return {"voucher_id": voucher.voucher_id, "status": voucher.status, "created": created,
             "active_region": voucher.active_region, "channel": channel_id,
             "channel_user_id": p["channel_user_id"], "pin_set": voucher.pin_hash is not None}

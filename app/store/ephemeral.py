@@ -67,8 +67,9 @@ class SqlStore:
                         and_(EphemeralEntry.scope == scope, EphemeralEntry.key == key,
                              EphemeralEntry.expires_at < now)))
                 stmt = self._insert(EphemeralEntry).values(scope=scope, key=key, expires_at=now + ttl)
-                result = conn.execute(stmt.on_conflict_do_nothing())
-                return result.rowcount == 1
+                # RETURNING, not rowcount: some drivers report -1 for ON CONFLICT inserts.
+                inserted = conn.execute(stmt.on_conflict_do_nothing().returning(EphemeralEntry.key)).first()
+                return inserted is not None
         except SQLAlchemyError as exc:
             raise StoreUnavailable(str(exc.__class__.__name__)) from exc
 

@@ -1,0 +1,141 @@
+"""Channel activation rules, sessions, re-verification and unbinding, through real signatures."""
+from __future__ import annotations
+
+import pytest
+
+from mock_channels.client import ChannelError
+from tests.helpers import problem_code
+
+
+def _activate_raw(world, channel, **overrides):
+    p = world.person("张丽")
+    payload = {"channel_user_id": "u-" + channel, "id_type": "01", "id_number": p["id_number"], "name": "张丽",
+               "phone": p["phone"], "face_verified": True}
+    payload.update(overrides)
+    return world.channel(channel).call("activations", payload)
+
+
+@pytest.mark.parametrize("overrides,code", [
+    ({"id_type": "02"}, "unsupported_id_type"),
+    ({"id_number": "BAD_CHECK"}, "invalid_id_number"),
+    ({"face_verified": False}, "face_verification_required"),
+    ({"name": "张立"}, "name_mismatch"),
+    ({"id_number": "11010519491231002X", "name": "无名"}, "person_not_enrolled"),
+    ({"pin": "123123"}, None),
+])
+def test_activation_refusals(world, overrides, code):
+    if overrides.get("id_number") == "BAD_CHECK":
+        good = world.person("张丽")["id_number"]
+        overrides = {"id_number": good[:-1] + ("1" if good[-1] != "1" else "2")}
+    if code is None:
+        assert _activate_raw(world, "wechat", **overrides)["pin_set"] is True
+        return
+    with pytest.raises(ChannelError) as exc:
+        _activate_raw(world, "wechat", **overrides)
+    assert exc.value.code == code
+
+
+def test_person_without_active_enrolment_cannot_activate(world):
+    p = world.person("罗敏")  # the demo's only enrolment for her is suspended
+    with pytest.raises(ChannelError) as exc:
+        world.channel("wechat").activate(p["id_number"], "罗敏", p["phone"])
+    assert exc.value.code == "person_not_enrolled"
+
+
+def test_weak_pin_at_activation(world):
+    with pytest.raises(ChannelError) as exc:
+        _activate_raw(world, "wechat", pin="111111")
+    assert exc.value.code == "pin_too_weak"
+
+
+def test_activation_is_idempotent_on_request_id(world):
+    c = world.channel("wechat")
+    p = world.person("张丽")
+    body = {"request_id": "req-1", "channel_user_id": "u1", "id_type": "01", "id_number": p["id_number"],
+            "name": "张丽", "phone": p["phone"], "face_verified": True}
+    first = c.call("activations", body)
+    second = c.call("activations", body)
+    assert first == second and first["created"] is True
+    with pytest.raises(ChannelError) as exc:
+        c.call("activations", {**body, "channel_user_id": "u2"})
+    assert exc.value.code == "invalid_request"
+
+
+def test_one_voucher_many_channels_one_pin(world):
+    wx = world.holder("张丽", "wechat", pin="258013")
+    ali = world.activate("张丽", "alipay")
+    bank = world.activate("张丽", "bank-icbc", pin="258013")
+    assert wx["voucher_id"] == ali["voucher_id"] == bank["voucher_id"]
+    assert ali["created"] is False
+    with pytest.raises(ChannelError) as exc:
+        world.activate("张丽", "bank-cmb", pin="999888")
+    assert exc.value.code == "pin_invalid"
+    me = world.client.get("/v1/me", headers=wx["headers"]).get_json()
+    assert me["channels"] == ["alipay", "bank-icbc", "wechat"]
+    assert me["person"]["id_number_masked"].count("*") == 11
+
+
+def test_unbinding_ends_sessions_and_reactivation_works(world):
+    wx = world.holder("张丽", "wechat")
+    ali = world.holder("张丽", "alipay")
+    world.channel("wechat").unbind(wx["channel_user_id"])
+    resp = world.client.get("/v1/me", headers=wx["headers"])
+    assert resp.status_code == 401 and problem_code(resp) == "unauthorized"
+    assert world.client.get("/v1/me", headers=ali["headers"]).status_code == 200
+    with pytest.raises(ChannelError) as exc:
+        world.channel("wechat").session(wx["channel_user_id"])
+    assert exc.value.code == "channel_not_bound"
+    again = world.holder("张丽", "wechat")
+    assert again["voucher_id"] == wx["voucher_id"]
+    assert world.client.get("/v1/me", headers=again["headers"]).status_code == 200
+
+
+def test_holder_unbinds_with_pin(world):
+    wx = world.holder("张丽", "wechat", pin="258013")
+    ali = world.holder("张丽", "alipay")
+    resp = world.client.delete("/v1/me/channels/alipay", json={"pin": "000001"}, headers=wx["headers"])
+    assert problem_code(resp) == "pin_invalid"
+    resp = world.client.delete("/v1/me/channels/alipay", json={"pin": "258013"}, headers=wx["headers"])
+    assert resp.status_code == 200
+    assert problem_code(world.client.get("/v1/me", headers=ali["headers"])) == "unauthorized"
+
+
+def test_holder_session_expires(world):
+    wx = world.holder("张丽")
+    world.rt.clock.advance(15 * 60 + 61)
+    resp = world.client.get("/v1/me", headers=wx["headers"])
+    assert resp.status_code == 401 and problem_code(resp) == "unauthorized"
+
+
+def test_unknown_channel_and_unregistered_bank(world):
+    resp = world.client.post("/v1/channels/bank-xyz/activations", json={})
+    assert problem_code(resp) in ("channel_unknown",)
+    resp = world.client.post("/v1/channels/telegram/sessions", json={})
+    assert problem_code(resp) == "channel_unknown"
+
+
+def test_end_to_end_wechat_then_alipay(world):
+    """Mock WeChat activates a demo person, opens a session, issues a QR token, a demo hospital
+    scans it; then the same person activates through Alipay too and both channels work."""
+    p = world.person("刘洋")
+    wx = world.channel("wechat")
+    act = wx.activate(p["id_number"], p["name"], p["phone"], pin="369250")
+    sess = wx.session(act["channel_user_id"])
+    headers = {"Authorization": f"Bearer {sess['access_token']}"}
+    token = world.client.post("/v1/me/qr-tokens", json={}, headers=headers).get_json()["token"]
+    hospital = next(i for i in world.demo["institutions"] if i["region_code"] == act["active_region"]
+                    and i["kind"] == "hospital")
+    scan = world.scan(hospital["code"], token, purpose="outpatient_settlement")
+    assert scan.status_code == 200, scan.get_json()
+    ali = world.channel("alipay")
+    act2 = ali.activate(p["id_number"], p["name"], p["phone"], pin="369250")
+    assert act2["voucher_id"] == act["voucher_id"]
+    sess2 = ali.session(act2["channel_user_id"])
+    headers2 = {"Authorization": f"Bearer {sess2['access_token']}"}
+    token2 = world.client.post("/v1/me/qr-tokens", json={}, headers=headers2).get_json()["token"]
+    assert world.scan(hospital["code"], token2, purpose="outpatient_settlement").status_code == 200
+    # one PIN for both: a PIN change in one channel is what the other channel's session sees
+    assert world.client.put("/v1/me/pin", json={"old_pin": "369250", "new_pin": "471958"},
+                            headers=headers).status_code == 200
+    resp = world.client.put("/v1/me/pin-free-limit", json={"amount_fen": 20000, "pin": "471958"}, headers=headers2)
+    assert resp.status_code == 200

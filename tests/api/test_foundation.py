@@ -1,0 +1,147 @@
+"""Error model, request ids, body limits, health, readiness, metrics, OpenAPI and OAuth."""
+from __future__ import annotations
+
+import base64
+
+import pytest
+
+from tests.helpers import problem_code
+
+
+def test_every_response_has_a_request_id(client):
+    assert client.get("/healthz").headers["X-Request-Id"]
+    resp = client.get("/nope")
+    assert resp.headers["X-Request-Id"]
+    assert resp.status_code == 404 and problem_code(resp) == "not_found"
+
+
+def test_caller_request_id_is_echoed_only_when_plain(client):
+    assert client.get("/healthz", headers={"X-Request-Id": "abc-123"}).headers["X-Request-Id"] == "abc-123"
+    odd = client.get("/healthz", headers={"X-Request-Id": "<script>"}).headers["X-Request-Id"]
+    assert odd != "<script>" and len(odd) == 16
+
+
+def test_malformed_json_is_a_400_problem(world):
+    resp = world.client.post("/v1/scans", data=b"{not json", content_type="application/json",
+                             headers=world.inst_headers("H110000001"))
+    assert resp.status_code == 400 and problem_code(resp) == "invalid_request"
+
+
+@pytest.mark.parametrize("payload,field", [
+    ({"token": 5, "purpose": "registration"}, "token"),
+    ({"token": "EV1:X", "purpose": "shopping"}, "purpose"),
+    ({"token": "EV1:X", "purpose": "registration", "extra": 1}, "extra"),
+    ({"purpose": "registration"}, "token"),
+    (["not", "an", "object"], None),
+])
+def test_wrong_types_unknown_and_missing_fields(world, payload, field):
+    resp = world.client.post("/v1/scans", json=payload, headers=world.inst_headers("H110000001"))
+    assert resp.status_code == 400 and problem_code(resp) == "invalid_request"
+    if field:
+        assert resp.get_json()["field"] == field
+
+
+def test_body_over_16_kib_is_413(world):
+    resp = world.client.post("/v1/scans", data=b"{" + b" " * (17 * 1024) + b"}", content_type="application/json",
+                             headers=world.inst_headers("H110000001"))
+    assert resp.status_code == 413 and problem_code(resp) == "payload_too_large"
+
+
+def test_wrong_method_is_a_problem(client):
+    resp = client.delete("/healthz")
+    assert resp.status_code == 405 and problem_code(resp) == "method_not_allowed"
+
+
+def test_health_and_readiness(client, backend):
+    assert client.get("/healthz").get_json() == {"status": "ok"}
+    ready = client.get("/readyz").get_json()
+    assert ready["status"] == "ready"
+    assert ready["checks"]["token_store_kind"] == ("redis" if backend == "pg-redis" else "sql")
+
+
+def test_readiness_reports_a_dead_token_store(make_config, clock):
+    from app import create_app
+    cfg = make_config(redis_url="redis://127.0.0.1:1/0")  # nothing listens on port 1
+    app = create_app(cfg, clock=clock)
+    resp = app.test_client().get("/readyz")
+    assert resp.status_code == 503
+    assert resp.get_json()["checks"]["token_store"] == "unavailable"
+
+
+def test_metrics_exposition(client):
+    client.get("/healthz")
+    text = client.get("/metrics").get_data(as_text=True)
+    assert "evoucher_http_requests_total" in text
+    assert "evoucher_http_request_duration_seconds_bucket" in text
+    assert "evoucher_scans_total" in text or "evoucher_tokens_issued_total" in text or "# HELP" in text
+
+
+def test_openapi_lists_every_route(app, client):
+    doc = client.get("/openapi.json").get_json()
+    assert doc["openapi"].startswith("3.1")
+    documented = {(path, method) for path, ops in doc["paths"].items() for method in ops}
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint == "static" or rule.endpoint.endswith(".static"):
+            continue
+        path = rule.rule.replace("<", "{").replace(">", "}")
+        path = "/".join(seg.split(":")[-1] if seg.startswith("{") else seg for seg in path.split("/"))
+        path = path.replace("{path}", "{filename}")
+        for method in rule.methods - {"HEAD", "OPTIONS"}:
+            if rule.rule in ("/m", "/scanner") or "static" in rule.rule:
+                continue
+            assert (path, method.lower()) in documented, f"{method} {path} missing from /openapi.json"
+    codes = set(doc["components"]["schemas"]["Problem"]["properties"]["code"]["enum"])
+    assert {"token_already_used", "remote_care_filing_required", "payload_too_large"} <= codes
+
+
+def _basic(cid, secret):
+    return {"Authorization": "Basic " + base64.b64encode(f"{cid}:{secret}".encode()).decode()}
+
+
+def test_oauth_client_credentials(world):
+    inst = world.inst("H110000001")
+    resp = world.client.post("/v1/oauth/token", data={"grant_type": "client_credentials"},
+                             headers=_basic(inst["client_id"], inst["client_secret"]))
+    body = resp.get_json()
+    assert resp.status_code == 200 and body["token_type"] == "Bearer" and body["expires_in"] == 900
+    assert body["access_token"].count(".") == 2
+
+
+def test_oauth_wrong_secret_and_unknown_client(world):
+    inst = world.inst("H110000001")
+    for cid, secret in ((inst["client_id"], "wrong"), ("inst_nobody", inst["client_secret"])):
+        resp = world.client.post("/v1/oauth/token", data={"grant_type": "client_credentials"},
+                                 headers=_basic(cid, secret))
+        assert resp.status_code == 401 and problem_code(resp) == "unauthorized"
+    resp = world.client.post("/v1/oauth/token", data={"grant_type": "client_credentials"})
+    assert problem_code(resp) == "unauthorized"
+
+
+def test_oauth_wrong_grant_type(world):
+    inst = world.inst("H110000001")
+    resp = world.client.post("/v1/oauth/token", data={"grant_type": "password"},
+                             headers=_basic(inst["client_id"], inst["client_secret"]))
+    assert resp.status_code == 400 and problem_code(resp) == "invalid_request"
+    assert resp.get_json()["error"] == "unsupported_grant_type"
+
+
+def test_inactive_institution_cannot_get_a_token(world):
+    from app.services import institutions
+    inst = world.inst("H320682001")
+    with world.app.app_context():
+        s = world.rt.session()
+        institutions.by_code(s, "H320682001").status = "inactive"
+        s.commit()
+    resp = world.client.post("/v1/oauth/token", data={"grant_type": "client_credentials"},
+                             headers=_basic(inst["client_id"], inst["client_secret"]))
+    assert resp.status_code == 403 and problem_code(resp) == "institution_inactive"
+
+
+def test_bearer_required_and_holder_token_is_not_an_institution_token(world):
+    resp = world.client.post("/v1/scans", json={"token": "x", "purpose": "query"})
+    assert resp.status_code == 401 and problem_code(resp) == "unauthorized"
+    holder = world.holder("张丽")
+    resp = world.client.post("/v1/scans", json={"token": "x", "purpose": "query"}, headers=holder["headers"])
+    assert problem_code(resp) == "unauthorized"
+    resp = world.client.get("/v1/me", headers=world.inst_headers("H110000001"))
+    assert problem_code(resp) == "unauthorized"

@@ -1,0 +1,230 @@
+"""Holder features: family accounts, regions, filings, PIN, loss report, records."""
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from tests.helpers import problem_code
+
+
+def _today(world) -> dt.date:
+    return dt.datetime.fromtimestamp(world.rt.clock.now(), dt.timezone.utc).date()
+
+
+def _link(world, guardian, name, relation, document_ref=None):
+    p = world.person(name)
+    body = {"id_number": p["id_number"], "name": name, "relation": relation}
+    if document_ref:
+        body["document_ref"] = document_ref
+    return world.client.post("/v1/me/family", json=body, headers=guardian["headers"])
+
+
+def test_minor_is_linked_at_once_and_guardian_shows_their_code(world):
+    g = world.holder("王建国")
+    resp = _link(world, g, "王小明", "parent")
+    assert resp.status_code == 400 and problem_code(resp) == "invalid_request"  # no document
+    link = _link(world, g, "王小明", "parent", "出生医学证明 N110123456").get_json()
+    assert link["status"] == "active" and link["member"]["voucher_id"]
+    token = world.qr(g, voucher_id=link["member"]["voucher_id"])
+    scan = world.scan("H110000001", token).get_json()
+    assert scan["presented_by"]["relation"] == "parent" and "*" in scan["presented_by"]["name_masked"]
+    records = world.client.get(f"/v1/me/records?voucher_id={link['member']['voucher_id']}",
+                               headers=g["headers"]).get_json()["items"]
+    assert records[0]["kind"] == "scan" and any(r["kind"] == "activation" for r in records)
+
+
+def test_adult_member_must_accept_after_face_check(world):
+    g = world.holder("王建国")
+    link = _link(world, g, "李秀英", "child").get_json()
+    assert link["status"] == "pending" and link["expires_at"]
+    m = world.holder("李秀英")
+    resp = world.client.post(f"/v1/me/family/{link['link_id']}/accept", json={}, headers=m["headers"])
+    assert resp.status_code == 403 and problem_code(resp) == "reverification_required"
+    world.channel("wechat").reverify(m["channel_user_id"], "family_accept", link_id=link["link_id"])
+    resp = world.client.post(f"/v1/me/family/{link['link_id']}/accept", json={}, headers=m["headers"])
+    assert resp.status_code == 200 and resp.get_json()["status"] == "active"
+    token = world.qr(g, voucher_id=m["voucher_id"])
+    assert world.scan("H320682001", token).get_json()["presented_by"]["relation"] == "child"
+
+
+def test_pending_invitation_expires_after_seven_days(world):
+    g = world.holder("王建国")
+    link = _link(world, g, "李秀英", "child").get_json()
+    m = world.holder("李秀英")
+    world.rt.clock.advance(7 * 86400 + 1)
+    m = world.holder("李秀英")
+    world.channel("wechat").reverify(m["channel_user_id"], "family_accept")
+    resp = world.client.post(f"/v1/me/family/{link['link_id']}/accept", json={}, headers=m["headers"])
+    assert resp.status_code == 404 and problem_code(resp) == "family_link_not_found"
+
+
+def test_family_limit_and_duplicates(world):
+    g = world.holder("吴强")
+    names = ["王小明", "高翔", "李秀英", "陈静", "杨帆"]
+    for n in names:
+        resp = _link(world, g, n, "guardian", "户口簿 0001")
+        assert resp.status_code == 201, resp.get_json()
+    assert problem_code(_link(world, g, "王小明", "guardian", "x")) == "family_link_exists"
+    resp = _link(world, g, "赵敏", "guardian", "x")
+    assert resp.status_code == 409 and problem_code(resp) == "family_limit_reached"
+
+
+def test_member_may_have_several_guardians(world):
+    a, b = world.holder("王建国"), world.holder("张丽")
+    assert _link(world, a, "王小明", "parent", "出生证 1").status_code == 201
+    assert _link(world, b, "王小明", "guardian", "出生证 1").status_code == 201
+
+
+def test_ending_a_link_revokes_the_guardians_tokens(world):
+    g = world.holder("王建国")
+    link = _link(world, g, "王小明", "parent", "出生证 1").get_json()
+    member_vid = link["member"]["voucher_id"]
+    tokens = [world.qr(g, voucher_id=member_vid) for _ in range(2)]
+    feed = world.client.get("/v1/revocations", headers=world.inst_headers("H110000001")).get_json()
+    resp = world.client.delete(f"/v1/me/family/{link['link_id']}", headers=g["headers"])
+    assert resp.status_code == 200 and resp.get_json()["status"] == "ended"
+    for t in tokens:
+        r = world.scan("H110000001", t)
+        assert r.status_code == 401 and problem_code(r) == "token_revoked"
+    later = world.client.get(f"/v1/revocations?since={feed['next']}", headers=world.inst_headers("H110000001"))
+    assert {i["kind"] for i in later.get_json()["items"]} == {"token"}
+    assert len(later.get_json()["items"]) == 2
+    resp = world.client.post("/v1/me/qr-tokens", json={"voucher_id": member_vid}, headers=g["headers"])
+    assert problem_code(resp) == "forbidden"
+    resp = world.client.get(f"/v1/me/records?voucher_id={member_vid}", headers=g["headers"])
+    assert problem_code(resp) == "forbidden"
+
+
+def test_member_can_end_the_link_too(world):
+    g = world.holder("王建国")
+    link = _link(world, g, "李秀英", "child").get_json()
+    m = world.holder("李秀英")
+    world.channel("wechat").reverify(m["channel_user_id"], "family_accept")
+    world.client.post(f"/v1/me/family/{link['link_id']}/accept", json={}, headers=m["headers"])
+    token = world.qr(g, voucher_id=m["voucher_id"])
+    assert world.client.delete(f"/v1/me/family/{link['link_id']}", headers=m["headers"]).status_code == 200
+    assert problem_code(world.scan("H320682001", token)) == "token_revoked"
+    assert problem_code(world.client.delete(f"/v1/me/family/{link['link_id']}", headers=g["headers"])) == \
+        "family_link_not_found"
+
+
+def test_region_switch(world):
+    h = world.holder("刘洋")  # 410700 and 110000
+    me = world.client.get("/v1/me", headers=h["headers"]).get_json()
+    assert sorted(e["region_code"] for e in me["enrolments"]) == ["110000", "410700"]
+    resp = world.client.put("/v1/me/active-region", json={"region_code": "320682"}, headers=h["headers"])
+    assert resp.status_code == 422 and problem_code(resp) == "region_not_enrolled"
+    other = "410700" if me["active_region"] == "110000" else "110000"
+    assert world.client.put("/v1/me/active-region", json={"region_code": other},
+                            headers=h["headers"]).get_json() == {"active_region": other}
+    scan = world.scan(next(i["code"] for i in world.demo["institutions"] if i["region_code"] == other), world.qr(h))
+    assert scan.get_json()["insurance"]["region_code"] == other
+
+
+def test_filings_create_list_cancel_and_overlap(world):
+    h = world.holder("张丽")
+    d = _today(world)
+    body = {"care_region_code": "320682", "valid_from": d.isoformat(),
+            "valid_until": (d + dt.timedelta(days=30)).isoformat()}
+    first = world.client.post("/v1/me/remote-care-filings", json=body, headers=h["headers"]).get_json()
+    second = world.client.post("/v1/me/remote-care-filings", json={**body, "valid_until": (
+        d + dt.timedelta(days=60)).isoformat()}, headers=h["headers"]).get_json()
+    items = world.client.get("/v1/me/remote-care-filings", headers=h["headers"]).get_json()["items"]
+    assert {(i["filing_id"], i["status"]) for i in items} == {(first["filing_id"], "superseded"),
+                                                              (second["filing_id"], "active")}
+    bad = world.client.post("/v1/me/remote-care-filings", json={**body, "valid_until": "2000-01-01"},
+                            headers=h["headers"])
+    assert problem_code(bad) == "invalid_request"
+    own = world.client.post("/v1/me/remote-care-filings", json={**body, "care_region_code": "110105"},
+                            headers=h["headers"])
+    assert problem_code(own) == "invalid_request"
+    resp = world.client.delete(f"/v1/me/remote-care-filings/{second['filing_id']}", headers=h["headers"])
+    assert resp.get_json()["status"] == "cancelled"
+    assert problem_code(world.scan("H320682001", world.qr(h))) == "remote_care_filing_required"
+    missing = world.client.delete("/v1/me/remote-care-filings/fil_nope", headers=h["headers"])
+    assert missing.status_code == 404 and problem_code(missing) == "filing_not_found"
+
+
+@pytest.mark.parametrize("pin", ["000000", "123456", "777777", "012345", "987654", "881214", "121488"])
+def test_weak_pins_are_refused(world, pin):
+    h = world.holder("杨帆", pin=None)  # born 1979-12-30: 791230 / 123079 are his dates
+    p = world.person("黄磊")  # born 1983-07-07 → 830707
+    resp = world.client.put("/v1/me/pin", json={"new_pin": pin}, headers=h["headers"])
+    if pin in ("881214", "121488"):
+        assert resp.status_code == 200  # another person's date is not weak for him
+        return
+    assert resp.status_code == 422 and problem_code(resp) == "pin_too_weak"
+    assert p  # keep the demo lookup honest
+
+
+def test_birth_date_pin_is_refused(world):
+    h = world.holder("杨帆", pin=None)
+    for pin in ("791230", "123079"):
+        resp = world.client.put("/v1/me/pin", json={"new_pin": pin}, headers=h["headers"])
+        assert problem_code(resp) == "pin_too_weak"
+
+
+def test_pin_lock_after_five_misses_and_reset_through_channel(world):
+    h = world.holder("张丽", pin="258013")
+    for left in (4, 3, 2, 1):
+        resp = world.client.put("/v1/me/pin", json={"old_pin": "111112", "new_pin": "470136"},
+                                headers=h["headers"])
+        assert problem_code(resp) == "pin_invalid" and resp.get_json()["remaining_attempts"] == left
+    resp = world.client.put("/v1/me/pin", json={"old_pin": "111112", "new_pin": "470136"}, headers=h["headers"])
+    assert resp.status_code == 423 and problem_code(resp) == "pin_locked"
+    resp = world.client.put("/v1/me/pin", json={"old_pin": "258013", "new_pin": "470136"}, headers=h["headers"])
+    assert problem_code(resp) == "pin_locked"  # even the right PIN, for 24 h
+    resp = world.client.put("/v1/me/pin", json={"new_pin": "470136"}, headers=h["headers"])
+    assert problem_code(resp) == "pin_required"
+    world.channel("wechat").reverify(h["channel_user_id"], "pin_reset")
+    assert world.client.put("/v1/me/pin", json={"new_pin": "470136"}, headers=h["headers"]).status_code == 200
+    resp = world.client.put("/v1/me/pin-free-limit", json={"amount_fen": 100, "pin": "470136"}, headers=h["headers"])
+    assert resp.status_code == 200
+
+
+def test_pin_lock_lifts_after_24_hours(world):
+    h = world.holder("张丽", pin="258013")
+    for _ in range(5):
+        world.client.put("/v1/me/pin-free-limit", json={"amount_fen": 1, "pin": "111112"}, headers=h["headers"])
+    world.rt.clock.advance(24 * 3600 + 1)
+    h = world.holder("张丽", pin=None)
+    resp = world.client.put("/v1/me/pin-free-limit", json={"amount_fen": 1, "pin": "258013"}, headers=h["headers"])
+    assert resp.status_code == 200
+
+
+def test_free_limit_range_and_initial_pin(world):
+    h = world.holder("张丽", pin="258013")
+    resp = world.client.put("/v1/me/pin-free-limit", json={"amount_fen": 500001, "pin": "258013"},
+                            headers=h["headers"])
+    assert problem_code(resp) == "invalid_request"
+    ok = world.client.put("/v1/me/pin-free-limit", json={"amount_fen": 500000, "pin": "258013"}, headers=h["headers"])
+    assert ok.get_json() == {"free_limit_fen": 500000}
+    i = world.holder("林娜", pin="123456")
+    resp = world.client.put("/v1/me/pin-free-limit", json={"amount_fen": 100, "pin": "123456"}, headers=i["headers"])
+    assert problem_code(resp) == "pin_change_required"
+
+
+def test_phone_change_needs_pin(world):
+    h = world.holder("张丽", pin="258013")
+    resp = world.client.put("/v1/me/phone", json={"phone": "13912345678", "pin": "000111"}, headers=h["headers"])
+    assert problem_code(resp) == "pin_invalid"
+    resp = world.client.put("/v1/me/phone", json={"phone": "13912345678", "pin": "258013"}, headers=h["headers"])
+    assert resp.get_json() == {"phone_masked": "139****5678"}
+    assert world.client.get("/v1/me", headers=h["headers"]).get_json()["person"]["phone_masked"] == "139****5678"
+
+
+def test_records_newest_first_with_cursor_and_no_delete(world):
+    h = world.holder("张丽")
+    for _ in range(25):
+        world.scan("H110000001", world.qr(h))
+    page1 = world.client.get("/v1/me/records", headers=h["headers"]).get_json()
+    assert len(page1["items"]) == 20 and page1["next_cursor"]
+    ids = [r["id"] for r in page1["items"]]
+    assert ids == sorted(ids, reverse=True)
+    page2 = world.client.get(f"/v1/me/records?cursor={page1['next_cursor']}", headers=h["headers"]).get_json()
+    assert page2["items"] and max(r["id"] for r in page2["items"]) < min(ids)
+    assert world.client.delete("/v1/me/records", headers=h["headers"]).status_code == 405
+    stranger = world.holder("黄磊")
+    resp = world.client.get(f"/v1/me/records?voucher_id={h['voucher_id']}", headers=stranger["headers"])
+    assert problem_code(resp) == "forbidden"

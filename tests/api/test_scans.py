@@ -1,0 +1,256 @@
+"""QR issuance and scans: every refusal has its own code; one use; masked identity facts."""
+from __future__ import annotations
+
+import base64
+import io
+
+import pytest
+
+from tests.helpers import problem_code
+
+
+def test_issue_and_scan_once(world):
+    holder = world.holder("张丽")
+    resp = world.client.post("/v1/me/qr-tokens", json={}, headers=holder["headers"])
+    body = resp.get_json()
+    assert resp.status_code == 201 and body["format"] == "ev1" and body["token"].startswith("EV1:")
+    assert 0 < body["refresh_in"] < body["expires_in"] == 60
+    scan = world.scan("H110000001", body["token"])
+    assert scan.status_code == 200, scan.get_json()
+    out = scan.get_json()
+    assert out["ec_token"].startswith("110000ec") and len(out["ec_token"]) == 38
+    assert out["ec_token_expires_in"] == 1800
+    assert out["person"]["name_masked"] != "张丽" and "丽" in out["person"]["name_masked"]
+    assert "*" in out["person"]["id_number_masked"] and out["person"]["gender"] == "female"
+    assert out["insurance"] == {"region_code": "110000", "insurance_type": "employee"}
+    assert out["voucher_status"] == "active" and out["presented_by"] is None
+    again = world.scan("H110000001", body["token"])
+    assert again.status_code == 409 and problem_code(again) == "token_already_used"
+    other = world.scan("P110000001", body["token"])  # another institution, same token
+    assert problem_code(other) == "token_already_used"
+
+
+def test_jwt_format_scans_too(world):
+    holder = world.holder("张丽")
+    token = world.qr(holder, format="jwt")
+    assert token.count(".") == 2
+    assert world.scan("H110000001", token).status_code == 200
+
+
+def test_svg_and_png_images_decode_to_the_token(world):
+    import zxingcpp
+    from PIL import Image
+    holder = world.holder("张丽")
+    svg = world.client.post("/v1/me/qr-tokens", json={"image": "svg"}, headers=holder["headers"]).get_json()
+    assert svg["qr_svg"].lstrip().startswith("<?xml") and "<svg" in svg["qr_svg"]
+    png = world.client.post("/v1/me/qr-tokens", json={"image": "png"}, headers=holder["headers"]).get_json()
+    image = Image.open(io.BytesIO(base64.b64decode(png["qr_png_base64"])))
+    result = zxingcpp.read_barcode(image)
+    assert result is not None and result.text == png["token"]
+    assert result.ec_level == "M"
+
+
+def test_expired_token(world):
+    holder = world.holder("张丽")
+    token = world.qr(holder)
+    world.rt.clock.advance(60 + 5 + 1)
+    resp = world.scan("H110000001", token)
+    assert resp.status_code == 401 and problem_code(resp) == "token_expired"
+
+
+def test_within_clock_skew_still_verifies(world):
+    holder = world.holder("张丽")
+    token = world.qr(holder)
+    world.rt.clock.advance(60 + 4)
+    assert world.scan("H110000001", token).status_code == 200
+
+
+@pytest.mark.parametrize("text,code", [
+    ("hello", "token_malformed"), ("EV1:", "token_malformed"), ("EV1:%%%%", "token_malformed"),
+    ("eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0.", "token_malformed"),
+])
+def test_garbage_tokens(world, text, code):
+    resp = world.scan("H110000001", text)
+    assert resp.status_code in (400, 401) and problem_code(resp) == code
+
+
+def test_flipped_character_is_refused(world):
+    holder = world.holder("张丽")
+    token = world.qr(holder)
+    i = len(token) // 2
+    bad = token[:i] + ("A" if token[i] != "A" else "B") + token[i + 1:]
+    resp = world.scan("H110000001", bad)
+    assert problem_code(resp) in ("token_signature_invalid", "token_malformed")
+
+
+def test_unknown_key(world):
+    from crypto import keyring, tokens
+    stranger = keyring.generate("Ed25519")
+    now = int(world.rt.clock.now())
+    holder = world.holder("张丽")
+    text = tokens.issue(stranger, voucher_id=holder["voucher_id"], region="110000", iat=now, lifetime=60,
+                        token_id=tokens.new_token_id())
+    resp = world.scan("H110000001", text)
+    assert resp.status_code == 401 and problem_code(resp) == "token_unknown_key"
+
+
+def test_suspended_voucher_and_revoked_token(world):
+    holder = world.holder("张丽")
+    token = world.qr(holder)
+    assert world.client.post("/v1/me/loss-report", json={}, headers=holder["headers"]).status_code == 200
+    resp = world.scan("H110000001", token)
+    assert resp.status_code == 403 and problem_code(resp) == "voucher_suspended"
+    resp = world.client.post("/v1/me/qr-tokens", json={}, headers=holder["headers"])
+    assert problem_code(resp) == "voucher_suspended"
+    # reinstated through the channel: the old token stays dead, a new one works
+    world.rt.clock.advance(2)
+    world.channel("wechat").reverify(holder["channel_user_id"], "reinstate")
+    resp = world.scan("H110000001", token)
+    assert problem_code(resp) == "token_revoked"
+    assert world.scan("H110000001", world.qr(holder)).status_code == 200
+
+
+def test_voucher_not_found_for_a_cancelled_record(world):
+    from crypto import tokens
+    from app.services import keys
+    with world.app.app_context():
+        ring = keys.keyring(world.rt, world.rt.session())
+    text = tokens.issue(ring.current, voucher_id=tokens.new_voucher_id(), region="110000",
+                        iat=int(world.rt.clock.now()), lifetime=60, token_id=tokens.new_token_id())
+    resp = world.scan("H110000001", text)
+    assert resp.status_code == 404 and problem_code(resp) == "voucher_not_found"
+
+
+def test_cancelled_voucher(world):
+    from app.services import vouchers
+    holder = world.holder("张丽")
+    token = world.qr(holder)
+    with world.app.app_context():
+        s = world.rt.session()
+        vouchers.by_public_id(s, holder["voucher_id"]).status = "cancelled"
+        s.commit()
+    assert problem_code(world.scan("H110000001", token)) == "voucher_cancelled"
+
+
+def test_inactive_institution_cannot_scan(world):
+    from app.services import institutions
+    holder = world.holder("张丽")
+    token = world.qr(holder)
+    headers = world.inst_headers("H110000001")
+    with world.app.app_context():
+        s = world.rt.session()
+        institutions.by_code(s, "H110000001").status = "inactive"
+        s.commit()
+    resp = world.client.post("/v1/scans", json={"token": token, "purpose": "query"}, headers=headers)
+    assert resp.status_code == 403 and problem_code(resp) == "institution_inactive"
+
+
+def test_remote_care_rules(world):
+    holder = world.holder("张丽")  # insured in Beijing only
+    resp = world.scan("H320682001", world.qr(holder))
+    assert resp.status_code == 403 and problem_code(resp) == "remote_care_filing_required"
+    assert world.scan("H320682001", world.qr(holder), purpose="emergency").status_code == 200
+    today = world.rt.clock.now()
+    import datetime as dt
+    d = dt.datetime.fromtimestamp(today, dt.timezone.utc).date()
+    filing = world.client.post("/v1/me/remote-care-filings", headers=holder["headers"], json={
+        "care_region_code": "320682", "valid_from": d.isoformat(),
+        "valid_until": (d + dt.timedelta(days=90)).isoformat()}).get_json()
+    ok = world.scan("H320682001", world.qr(holder))
+    assert ok.status_code == 200 and ok.get_json()["remote_care_filing_id"] == filing["filing_id"]
+    # a district pharmacy in the same municipality needs no filing
+    assert world.scan("P110000001", world.qr(holder)).status_code == 200
+
+
+def test_payment_needs_a_pin_that_is_not_initial(world):
+    no_pin = world.holder("马丽", pin=None)
+    resp = world.scan("H110000001", world.qr(no_pin), purpose="outpatient_settlement")
+    assert resp.status_code == 403 and problem_code(resp) == "pin_required"
+    initial = world.holder("林娜", pin="000000")
+    resp = world.scan("H110000001", world.qr(initial), purpose="pharmacy")
+    assert problem_code(resp) == "pin_change_required"
+    assert world.scan("H110000001", world.qr(initial), purpose="registration").status_code == 200
+
+
+def test_region_not_enrolled_after_enrolment_suspended(world):
+    from app.services import registry, vouchers
+    from app.store.models import Enrolment
+    holder = world.holder("刘洋")  # 410700 and 110000
+    token = world.qr(holder)
+    with world.app.app_context():
+        s = world.rt.session()
+        v = vouchers.by_public_id(s, holder["voucher_id"])
+        person = vouchers.person_of(s, v)
+        for e in registry.enrolments(s, person):
+            if e.region_code == v.active_region:
+                e.status = "suspended"
+        s.commit()
+    resp = world.scan("H410700001", token)
+    assert problem_code(resp) == "region_not_enrolled"
+
+
+def test_scan_rate_limit_per_institution(make_config, clock, tmp_path_factory):
+    from app import create_app
+    from app.cli import upgrade_database
+    from tests.helpers import World
+    app = create_app(make_config(scan_rate_per_minute=2), clock=clock)
+    upgrade_database(app)
+    world = World(app, app.test_client(), tmp_path_factory.getbasetemp())
+    holder = world.holder("张丽")
+    codes = [world.scan("H110000001", world.qr(holder)).status_code for _ in range(3)]
+    assert codes == [200, 200, 429]
+    resp = world.scan("H110000001", world.qr(holder))
+    assert problem_code(resp) == "rate_limited" and int(resp.headers["Retry-After"]) > 0
+
+
+def test_issue_rate_limit_per_voucher(make_config, clock, tmp_path_factory):
+    from app import create_app
+    from app.cli import upgrade_database
+    from tests.helpers import World
+    app = create_app(make_config(issue_rate_per_minute=2), clock=clock)
+    upgrade_database(app)
+    world = World(app, app.test_client(), tmp_path_factory.getbasetemp())
+    holder = world.holder("张丽")
+    statuses = [world.client.post("/v1/me/qr-tokens", json={}, headers=holder["headers"]) for _ in range(3)]
+    assert [r.status_code for r in statuses] == [201, 201, 429]
+    assert problem_code(statuses[-1]) == "rate_limited"
+
+
+def test_institution_reads_only_its_own_scans(world):
+    holder = world.holder("张丽")
+    scan = world.scan("H110000001", world.qr(holder)).get_json()
+    own = world.client.get(f"/v1/scans/{scan['scan_id']}", headers=world.inst_headers("H110000001"))
+    assert own.status_code == 200 and own.get_json()["ec_token"] == scan["ec_token"]
+    other = world.client.get(f"/v1/scans/{scan['scan_id']}", headers=world.inst_headers("P110000001"))
+    assert other.status_code == 404 and problem_code(other) == "not_found"
+
+
+def test_holder_cannot_issue_for_a_stranger(world):
+    a = world.holder("张丽")
+    b = world.holder("黄磊")
+    resp = world.client.post("/v1/me/qr-tokens", json={"voucher_id": b["voucher_id"]}, headers=a["headers"])
+    assert resp.status_code == 403 and problem_code(resp) == "forbidden"
+
+
+def test_revocation_feed(world):
+    holder = world.holder("张丽")
+    feed = world.client.get("/v1/revocations", headers=world.inst_headers("H110000001")).get_json()
+    start = feed["next"]
+    world.client.post("/v1/me/loss-report", json={}, headers=holder["headers"])
+    feed = world.client.get(f"/v1/revocations?since={start}", headers=world.inst_headers("H110000001")).get_json()
+    assert [(i["kind"], i["id"]) for i in feed["items"]] == [("voucher", holder["voucher_id"])]
+    empty = world.client.get(f"/v1/revocations?since={feed['next']}", headers=world.inst_headers("H110000001"))
+    assert empty.get_json()["items"] == []
+    bad = world.client.get("/v1/revocations?since=abc", headers=world.inst_headers("H110000001"))
+    assert problem_code(bad) == "invalid_request"
+
+
+def test_store_outage_fails_scans_closed(world, make_config, clock):
+    """With the token store down a scan is refused (never admitted twice), issuance still works."""
+    from app.store.ephemeral import RedisStore
+    holder = world.holder("张丽")
+    token = world.qr(holder)
+    world.rt.store = RedisStore("redis://127.0.0.1:1/0")
+    resp = world.scan("H110000001", token)
+    assert resp.status_code == 503 and problem_code(resp) == "service_unavailable"
+    assert world.client.post("/v1/me/qr-tokens", json={}, headers=holder["headers"]).status_code == 201

@@ -1,0 +1,81 @@
+"""A small world for API tests: the demo data set, mock channels and institutions, driven
+through the Flask test client with real signatures and real tokens."""
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+
+from app.demo import load_demo
+from mock_channels.client import ChannelClient, flask_sender
+
+_KEYS_CACHE: dict[str, str] = {}
+
+
+def problem_code(resp) -> str:
+    assert resp.mimetype == "application/problem+json", (resp.status_code, resp.get_data(as_text=True)[:300])
+    return resp.get_json()["code"]
+
+
+class World:
+    def __init__(self, app, client, tmp_root):
+        self.app, self.client = app, client
+        self.rt = app.extensions["evoucher"]
+        instance = self.rt.config.instance_path
+        # Channel keys are slow to make (RSA-2048): make them once per test session, copy after.
+        cache = _KEYS_CACHE.get("dir")
+        if cache and not os.path.exists(os.path.join(instance, "channels")):
+            shutil.copytree(cache, os.path.join(instance, "channels"))
+        path = load_demo(app, "http://localhost")
+        if not cache:
+            keep = os.path.join(str(tmp_root), "channel-keys")
+            if not os.path.exists(keep):
+                shutil.copytree(os.path.join(instance, "channels"), keep)
+            _KEYS_CACHE["dir"] = keep
+        with open(path, encoding="utf-8") as fh:
+            self.demo = json.load(fh)
+        self._inst_tokens: dict[str, str] = {}
+        self.instance = instance
+
+    # institutions
+    def inst(self, code: str) -> dict:
+        return next(i for i in self.demo["institutions"] if i["code"] == code)
+
+    def inst_headers(self, code: str) -> dict:
+        if code not in self._inst_tokens:
+            i = self.inst(code)
+            basic = base64.b64encode(f"{i['client_id']}:{i['client_secret']}".encode()).decode()
+            resp = self.client.post("/v1/oauth/token", data={"grant_type": "client_credentials"},
+                                    headers={"Authorization": f"Basic {basic}"})
+            assert resp.status_code == 200, resp.get_json()
+            self._inst_tokens[code] = resp.get_json()["access_token"]
+        return {"Authorization": f"Bearer {self._inst_tokens[code]}"}
+
+    def scan(self, code: str, token: str, purpose: str = "registration"):
+        return self.client.post("/v1/scans", json={"token": token, "purpose": purpose},
+                                headers=self.inst_headers(code))
+
+    # persons and channels
+    def person(self, name: str) -> dict:
+        return next(p for p in self.demo["persons"] if p["name"] == name)
+
+    def channel(self, channel_id: str = "wechat") -> ChannelClient:
+        return ChannelClient(channel_id, "http://localhost", self.instance, send=flask_sender(self.client),
+                             clock=self.rt.clock.now)
+
+    def activate(self, name: str, channel: str = "wechat", pin: str | None = None) -> dict:
+        p = self.person(name)
+        return self.channel(channel).activate(p["id_number"], name, p["phone"], pin=pin)
+
+    def holder(self, name: str, channel: str = "wechat", pin: str | None = "258013") -> dict:
+        """Activate (if needed) and open a session; returns auth headers plus ids."""
+        act = self.activate(name, channel, pin=pin)
+        sess = self.channel(channel).session(act["channel_user_id"])
+        return {"headers": {"Authorization": f"Bearer {sess['access_token']}"},
+                "voucher_id": act["voucher_id"], "channel_user_id": act["channel_user_id"]}
+
+    def qr(self, holder: dict, **body) -> str:
+        resp = self.client.post("/v1/me/qr-tokens", json=body, headers=holder["headers"])
+        assert resp.status_code == 201, resp.get_json()
+        return resp.get_json()["token"]

@@ -1,0 +1,83 @@
+"""Both ephemeral stores keep the same promises: one consumer per token, fresh nonces, counters."""
+from __future__ import annotations
+
+import threading
+import uuid
+
+import pytest
+
+from app.store import migrate
+from app.store.engine import make_engine
+from app.store.ephemeral import RedisStore, SqlStore, StoreUnavailable
+from tests.conftest import PG_URL, REDIS_URL, need_service, pg_available, redis_available
+
+
+@pytest.fixture(params=["sql-sqlite", "sql-postgresql", "redis"])
+def store(request, tmp_path):
+    if request.param == "redis":
+        reason = redis_available()
+        if reason:
+            need_service("Redis", reason)
+        return RedisStore(REDIS_URL, prefix=f"evt{uuid.uuid4().hex[:8]}")
+    if request.param == "sql-postgresql":
+        if pg_available():
+            need_service("PostgreSQL", pg_available())
+        url = request.getfixturevalue("pg_schema_url")
+    else:
+        url = f"sqlite:///{tmp_path / 'eph.db'}"
+        migrate.upgrade(url)
+    return SqlStore(make_engine(url))
+
+
+def test_consume_is_once(store):
+    tid = uuid.uuid4().hex[:16]
+    assert store.consume("V1", tid, 60) is True
+    assert store.consume("V1", tid, 60) is False
+    assert store.consume("V1", uuid.uuid4().hex[:16], 60) is True
+
+
+def test_consume_is_atomic_under_threads(store):
+    tid = uuid.uuid4().hex[:16]
+    wins, barrier = [], threading.Barrier(16)
+
+    def worker():
+        barrier.wait()
+        wins.append(store.consume("V2", tid, 60))
+
+    threads = [threading.Thread(target=worker) for _ in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert wins.count(True) == 1 and wins.count(False) == 15
+
+
+def test_nonces_are_single_use_per_scope(store):
+    n = uuid.uuid4().hex
+    assert store.use_nonce("wechat", n, 600) is True
+    assert store.use_nonce("wechat", n, 600) is False
+    assert store.use_nonce("alipay", n, 600) is True
+
+
+def test_rate_counter_limits_within_a_window(store):
+    key = "t:" + uuid.uuid4().hex
+    results = [store.hit(key, 3, 60) for _ in range(5)]
+    assert [r[0] for r in results] == [True, True, True, False, False]
+    assert all(0 < r[1] <= 60 for r in results)
+
+
+def test_remembered_members_expire(store):
+    group = "g" + uuid.uuid4().hex[:8]
+    store.remember(group, "a", 60)
+    store.remember(group, "b", 60)
+    assert sorted(store.members(group)) == ["a", "b"]
+    store.clock = lambda: 10**10  # far future: both expired
+    assert store.members(group) == []
+
+
+def test_unreachable_redis_raises_store_unavailable():
+    dead = RedisStore("redis://127.0.0.1:1/0")
+    with pytest.raises(StoreUnavailable):
+        dead.consume("V", "t", 10)
+    with pytest.raises(StoreUnavailable):
+        dead.ping()
