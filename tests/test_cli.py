@@ -1,0 +1,154 @@
+"""The `evoucher` operator command, run as an operator would (SQLite embedded default)."""
+from __future__ import annotations
+
+import json
+import os
+import stat
+
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import create_engine, func, select, text
+
+from app.cli import main
+from app.demo import make_id_number
+from app.store.models import Institution, Person
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    monkeypatch.setenv("EVOUCHER_INSTANCE", str(tmp_path / "instance"))
+    for name in ("DATABASE_URL", "REDIS_URL", "EVOUCHER_MASTER_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("PIN_HASH_TIME_COST", "1")
+    monkeypatch.setenv("PIN_HASH_MEMORY_KIB", "8")
+    monkeypatch.setenv("LOG_LEVEL", "WARNING")
+    return tmp_path / "instance"
+
+
+def run(*args):
+    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
+    return result
+
+
+def test_db_upgrade_generates_master_key_0600(env):
+    assert run("db", "upgrade").exit_code == 0
+    key = env / "master.key"
+    assert key.stat().st_size == 32 and stat.S_IMODE(key.stat().st_mode) == 0o600
+    before = key.read_bytes()
+    assert run("db", "upgrade").exit_code == 0
+    assert key.read_bytes() == before
+
+
+def test_postgres_without_master_key_refuses_to_start(env, monkeypatch):
+    monkeypatch.setenv("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
+    with pytest.raises(RuntimeError, match="EVOUCHER_MASTER_KEY"):
+        run("db", "upgrade")
+
+
+def test_institutions_add_prints_secret_once_and_stores_a_hash(env):
+    run("db", "upgrade")
+    out = run("institutions", "add", "--code", "H1", "--name", "示范医院", "--kind", "hospital",
+              "--region", "110000")
+    data = json.loads(out.output)
+    assert data["client_secret"] and data["client_id"].startswith("inst_")
+    engine = create_engine(f"sqlite:///{env / 'evoucher.db'}")
+    with engine.connect() as conn:
+        stored = conn.execute(text("SELECT secret_hash FROM institutions")).scalar()
+    assert data["client_secret"] not in stored and stored.startswith("sha256$")
+    bad = run("institutions", "add", "--code", "H2", "--name", "x", "--kind", "hospital", "--region", "11")
+    assert bad.exit_code != 0 and "6 digits" in bad.output
+
+
+def test_enrolments_import_reports_lines(env, tmp_path):
+    run("db", "upgrade")
+    good = make_id_number("110105", "1980-01-02", 7, 1)
+    f = tmp_path / "e.csv"
+    f.write_text("person_no,id_type,id_number,name,phone,region_code,insurance_type,status,since\n"
+                 f"P1,01,{good},张三,13800001111,110000,employee,active,2020-01-01\n"
+                 f"P2,01,{good[:-1]}{'1' if good[-1] != '1' else '2'},李四,13800001112,110000,employee,active,2020-01-01\n",
+                 encoding="utf-8")
+    result = CliRunner().invoke(main, ["enrolments", "import", str(f)])
+    assert result.exit_code == 0
+    assert "line 3: invalid_id_number" in result.stderr
+    assert json.loads(result.stdout.strip().splitlines()[-1])["applied"] == 1
+
+
+def test_keys_rotate_keeps_old_key_published_until_its_tokens_expire(env):
+    run("db", "upgrade")
+    from app import create_app
+    from app.config import Config
+    from app.services import keys as key_service
+    from crypto import tokens
+    app = create_app(Config.from_env())
+    client = app.test_client()
+    first = client.get("/.well-known/jwks.json").get_json()["keys"]
+    assert len(first) == 1 and first[0]["kty"] == "OKP" and first[0]["crv"] == "Ed25519"
+    with app.app_context():
+        rt = app.extensions["evoucher"]
+        old = key_service.keyring(rt, rt.session()).current
+    import time
+    old_token = tokens.issue(old, voucher_id=tokens.new_voucher_id(), region="110000", iat=int(time.time()),
+                             lifetime=60, token_id=tokens.new_token_id())
+    rotated = json.loads(run("keys", "rotate").output)
+    assert rotated["kid"] != old.kid
+    with app.app_context():
+        rt = app.extensions["evoucher"]
+        ring = key_service.keyring(rt, rt.session(), refresh=True)
+        assert ring.current.kid == rotated["kid"]
+        assert tokens.verify(old_token, ring, int(time.time())).kid == old.kid
+    kids = {k["kid"] for k in client.get("/.well-known/jwks.json").get_json()["keys"]}
+    assert kids == {old.kid, rotated["kid"]}
+    with app.app_context():
+        rt = app.extensions["evoucher"]
+        # once every token it can have signed has expired, the old key is gone
+        rt.clock = type("Later", (), {"now": staticmethod(lambda: time.time() + 3600)})()
+        later = key_service.keyring(rt, rt.session(), refresh=True)
+        assert later.get(old.kid) is None
+    assert {k["kid"] for k in client.get("/.well-known/jwks.json").get_json()["keys"]} == {rotated["kid"]}
+
+
+def test_keys_rotate_to_sm2_publishes_an_sm2_jwk(env):
+    run("db", "upgrade")
+    run("keys", "rotate", "--alg", "SM2")
+    from app import create_app
+    from app.config import Config
+    keys = create_app(Config.from_env()).test_client().get("/.well-known/jwks.json").get_json()["keys"]
+    sm2 = [k for k in keys if k.get("crv") == "SM2"]
+    assert sm2 and sm2[0]["kty"] == "EC" and sm2[0]["alg"] == "SM2SM3"
+
+
+def test_demo_is_idempotent_and_writes_demo_json(env):
+    assert run("demo").exit_code == 0
+    doc = json.loads((env / "demo.json").read_text(encoding="utf-8"))
+    assert stat.S_IMODE((env / "demo.json").stat().st_mode) == 0o600
+    assert {"base_url", "institutions", "persons", "channels"} <= set(doc)
+    assert len(doc["persons"]) >= 20 and doc["channels"] == ["wechat", "alipay", "bank-icbc", "bank-cmb"]
+    regions = {r for p in doc["persons"] for r in p["region_codes"]}
+    assert {"110000", "320682", "410700"} <= regions
+    assert any(len(p["region_codes"]) == 2 for p in doc["persons"])
+    assert any(p["age"] < 16 for p in doc["persons"]) and any(p["age"] > 60 for p in doc["persons"])
+    kinds = {(i["kind"], i["region_code"][:2]) for i in doc["institutions"]}
+    assert {("hospital", "11"), ("pharmacy", "11"), ("hospital", "32"), ("hospital", "41")} <= kinds
+    assert {"person_no", "id_number", "name", "phone", "region_codes", "age"} <= set(doc["persons"][0])
+    assert {"code", "name", "kind", "region_code", "client_id", "client_secret"} <= set(doc["institutions"][0])
+    assert run("demo").exit_code == 0
+    doc2 = json.loads((env / "demo.json").read_text(encoding="utf-8"))
+    assert doc2["institutions"] == doc["institutions"]  # secrets still work, so they are kept
+    engine = create_engine(f"sqlite:///{env / 'evoucher.db'}")
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(Person)).scalar() == len(doc["persons"])
+        assert conn.execute(select(func.count()).select_from(Institution)).scalar() == len(doc["institutions"])
+
+
+def test_channels_add_and_bad_key(env, tmp_path):
+    run("db", "upgrade")
+    from mock_channels.keys import ensure_keys
+    _, public, serial = ensure_keys(tmp_path / "k", "bank-abc")
+    out = json.loads(run("channels", "add", "--id", "bank-abc", "--public-key", str(public)).output)
+    assert out == {"id": "bank-abc", "app_id": "bank-abc", "serial": serial}
+    bogus = tmp_path / "bogus.pem"
+    bogus.write_text("not a key")
+    result = run("channels", "add", "--id", "wechat", "--public-key", str(bogus))
+    assert result.exit_code != 0
+    result = run("channels", "add", "--id", "telegram", "--public-key", str(public))
+    assert result.exit_code != 0

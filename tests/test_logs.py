@@ -1,0 +1,44 @@
+"""Structured logs: one JSON object per line, never an ID number, phone, PIN or token."""
+from __future__ import annotations
+
+import io
+import json
+import logging
+
+from app.logs import JsonFormatter, scrub
+
+
+def test_scrub_masks_secrets_that_slip_into_a_message():
+    line = scrub('id 11010519491231002X phone 13800001111 pin=258013 EV1:ABCDEFGHIJKLMNOPQRSTUVWXYZ0123 '
+                 'eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJ4In0.c2ln')
+    for secret in ("11010519491231002X", "13800001111", "258013", "EV1:ABCDEFGHIJ", "eyJhbGciOiJFZERTQSJ9"):
+        assert secret not in line
+
+
+def test_a_whole_flow_logs_json_without_personal_data(world):
+    buf = io.StringIO()
+    handler = logging.StreamHandler(buf)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    old_level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    try:
+        holder = world.holder("张丽", pin="258013")
+        token = world.qr(holder)
+        world.scan("H110000001", token)
+        world.scan("H110000001", token)  # refused: logged with the token id only
+        world.client.put("/v1/me/pin", json={"old_pin": "000111", "new_pin": "470136"}, headers=holder["headers"])
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(old_level)
+    lines = [ln for ln in buf.getvalue().splitlines() if ln.strip()]
+    assert lines, "the flow should have logged something"
+    entries = [json.loads(ln) for ln in lines]
+    assert any(e.get("msg") == "scan accepted" and e.get("token_id") for e in entries)
+    assert any(e.get("msg") == "request" and e.get("request_id") for e in entries)
+    text = buf.getvalue()
+    person = world.person("张丽")
+    for secret in (person["id_number"], person["phone"], "258013", "000111", "470136", token,
+                   holder["headers"]["Authorization"].split()[1]):
+        assert secret not in text
