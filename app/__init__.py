@@ -66,8 +66,9 @@ def _request_hooks(app: Flask) -> None:
         ok = 0 < len(incoming) <= 64 and all(c.isalnum() or c in "-_." for c in incoming)
         g.request_id = incoming if ok else secrets.token_hex(8)
         length = request.content_length
-        if length is not None and length > app.config["MAX_CONTENT_LENGTH"]:
-            raise DomainError("payload_too_large", "Request body exceeds 16 KiB")
+        limit = request.max_content_length  # a route may raise it (the scanner's photo upload)
+        if length is not None and limit is not None and length > limit:
+            raise DomainError("payload_too_large", f"Request body exceeds {limit // 1024} KiB")
 
     @app.after_request
     def _finish(resp):

@@ -1,0 +1,1 @@
+"""The holder page (/m/) and the institution scanner page (/scanner/)."""

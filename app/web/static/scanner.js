@@ -1,0 +1,469 @@
+// The institution desk page (/scanner/): client-credentials sign-in, purpose, camera / keyboard-wedge
+// / paste / photo input, and the result card with every refusal in plain words.
+(function () {
+  "use strict";
+
+  const KEYS = { token: "evoucher.scanner.access_token", expires: "evoucher.scanner.expires_at",
+                 client: "evoucher.scanner.client_id", purpose: "evoucher.scanner.purpose" };
+  const MAX_UPLOAD_BYTES = 2 * 1024 * 1024;
+  const UPLOAD_SIDE = 2048;       // photos are scaled down to this before upload
+  const MAX_TOKEN_CHARS = 2048;   // what POST /v1/scans accepts
+  const DETECT_EVERY_MS = 250;
+  const $ = function (id) { return document.getElementById(id); };
+
+  // detectable: BarcodeDetector reads QR codes here; supported: and a camera API exists too.
+  const camera = { stream: null, timer: null, detector: null, detectable: false, supported: false };
+  let busy = false;
+
+  class ApiError extends Error {
+    constructor(code, text) {
+      super(text);
+      this.code = code;
+    }
+  }
+
+  // --- session ------------------------------------------------------------------------------
+
+  function load(key) {
+    try { return window.sessionStorage.getItem(key); } catch (_) { return null; }
+  }
+
+  function save(key, value) {
+    try {
+      if (value === null) window.sessionStorage.removeItem(key);
+      else window.sessionStorage.setItem(key, value);
+    } catch (_) { /* storage disabled: sign in again after a reload */ }
+  }
+
+  let memoryToken = null;  // used only when sessionStorage is unavailable
+
+  function accessToken() {
+    const token = load(KEYS.token) || memoryToken;
+    const expires = parseInt(load(KEYS.expires) || "0", 10);
+    if (!token || (expires && Date.now() >= expires)) return null;
+    return token;
+  }
+
+  function showSignIn(text) {
+    save(KEYS.token, null);
+    save(KEYS.expires, null);
+    memoryToken = null;
+    stopCamera();
+    $("desk").hidden = true;
+    $("sign-out").hidden = true;
+    $("sign-in").hidden = false;
+    const error = $("sign-in-error");
+    error.textContent = text || "";
+    error.hidden = !text;
+    const id = load(KEYS.client);
+    if (id && !$("client-id").value) $("client-id").value = id;
+    ($("client-id").value ? $("client-secret") : $("client-id")).focus();
+  }
+
+  function showDesk() {
+    $("sign-in").hidden = true;
+    $("desk").hidden = false;
+    $("sign-out").hidden = false;
+    $("token-text").focus();  // ready for a keyboard-wedge scanner
+  }
+
+  // RFC 6749 §2.3.1: client id and secret are form-encoded before the Basic encoding.
+  function basicCredentials(id, secret) {
+    return "Basic " + window.btoa(encodeURIComponent(id) + ":" + encodeURIComponent(secret));
+  }
+
+  async function signIn(event) {
+    event.preventDefault();
+    const id = $("client-id").value.trim();
+    const secret = $("client-secret").value;
+    const error = $("sign-in-error");
+    if (!id || !secret) {
+      error.textContent = "请输入客户端ID和密钥";
+      error.hidden = false;
+      return;
+    }
+    const button = event.target.querySelector("button[type=submit]");
+    button.disabled = true;
+    try {
+      let resp;
+      try {
+        resp = await fetch("/v1/oauth/token", {
+          method: "POST",
+          headers: { Authorization: basicCredentials(id, secret), Accept: "application/json",
+                     "Content-Type": "application/x-www-form-urlencoded" },
+          body: "grant_type=client_credentials",
+          cache: "no-store",
+          credentials: "omit",
+        });
+      } catch (_) {
+        throw new ApiError("network", EV.NETWORK_ERROR);
+      }
+      if (!resp.ok) {
+        const problem = await EV.readProblem(resp, true);
+        throw new ApiError(problem.code, problem.code === "unauthorized" ? EV.SIGN_IN_FAILED : problem.message);
+      }
+      const out = await resp.json();
+      memoryToken = out.access_token;
+      save(KEYS.token, out.access_token);
+      // Sign in again a little before the server would refuse the token.
+      save(KEYS.expires, String(Date.now() + Math.max(out.expires_in - 30, 30) * 1000));
+      save(KEYS.client, id);
+      $("client-secret").value = "";
+      error.hidden = true;
+      clearNotice();
+      showDesk();
+    } catch (err) {
+      error.textContent = err.message;
+      error.hidden = false;
+    } finally {
+      button.disabled = false;
+    }
+  }
+
+  function signOut() {
+    clearResult();
+    clearNotice();
+    showSignIn("");
+  }
+
+  // --- API ----------------------------------------------------------------------------------
+
+  async function api(path, init) {
+    const token = accessToken();
+    if (!token) throw new ApiError("unauthorized", EV.message("unauthorized", true));
+    init.headers = Object.assign({ Authorization: "Bearer " + token, Accept: "application/json" },
+                                 init.headers || {});
+    init.cache = "no-store";
+    init.credentials = "omit";
+    let resp;
+    try {
+      resp = await fetch(path, init);
+    } catch (_) {
+      throw new ApiError("network", EV.NETWORK_ERROR);
+    }
+    if (resp.ok) return resp.json();
+    const problem = await EV.readProblem(resp, true);
+    throw new ApiError(problem.code, problem.message);
+  }
+
+  // --- notices and result card --------------------------------------------------------------
+
+  function showNotice(text) {
+    const el = $("notice");
+    el.textContent = text;
+    el.className = "notice notice-error";
+    el.hidden = false;
+  }
+
+  function clearNotice() {
+    $("notice").hidden = true;
+  }
+
+  function reveal(card) {
+    card.hidden = false;
+    // On a phone the card is below the input: bring it into view.
+    card.scrollIntoView({ block: "nearest" });
+  }
+
+  function clearResult() {
+    const card = $("result");
+    card.replaceChildren();
+    card.hidden = true;
+  }
+
+  function el(tag, className, text) {
+    const node = document.createElement(tag);
+    if (className) node.className = className;
+    if (text !== undefined && text !== null) node.textContent = text;
+    return node;
+  }
+
+  function resultHead(ok, purpose) {
+    const head = el("div", "result-head " + (ok ? "result-ok" : "result-refused"));
+    head.appendChild(el("strong", null, ok ? "核验通过" : "核验未通过"));
+    head.appendChild(el("span", "result-purpose", EV.purpose(purpose)));
+    return head;
+  }
+
+  function row(list, term, value, className) {
+    list.appendChild(el("dt", null, term));
+    list.appendChild(el("dd", className || null, value));
+  }
+
+  function presenter(p) {
+    if (!p) return "本人出示";
+    // The relation is the insured person's, as the presenting relative declared it.
+    return "代亲属出示（出示人 " + (p.name_masked || "") +
+      (p.relation ? "，参保人是其" + EV.relation(p.relation) : "") + "）";
+  }
+
+  function regionText(code) {
+    const name = EV.regionName(code);
+    return name === code ? code : name + "（" + code + "）";
+  }
+
+  function showAccepted(out, purpose) {
+    const card = $("result");
+    card.replaceChildren();
+    card.appendChild(resultHead(true, purpose));
+    const person = out.person || {};
+    const insurance = out.insurance || {};
+    const list = el("dl", "facts");
+    row(list, "姓名", person.name_masked);
+    row(list, "证件号码", person.id_number_masked, "mono");
+    row(list, "性别", EV.gender(person.gender));
+    row(list, "年龄", person.age != null ? person.age + " 岁" : "");
+    row(list, "参保地", regionText(insurance.region_code));
+    row(list, "险种", EV.insuranceType(insurance.insurance_type));
+    row(list, "出示方式", presenter(out.presented_by), out.presented_by ? "warn" : null);
+    row(list, "异地就医备案", out.remote_care_filing_id || "无（本地参保或急诊）", out.remote_care_filing_id ? "mono" : null);
+    card.appendChild(list);
+
+    const ec = el("div", "ec-token");
+    ec.appendChild(el("div", "muted", "就医凭证令牌 ec_token（" + Math.round((out.ec_token_expires_in || 0) / 60) + " 分钟内有效，仅限本机构）"));
+    const value = el("div", "mono ec-value", out.ec_token);
+    ec.appendChild(value);
+    if (navigator.clipboard && window.isSecureContext) {
+      const copy = el("button", "btn btn-secondary btn-small", "复制");
+      copy.type = "button";
+      copy.addEventListener("click", function () {
+        navigator.clipboard.writeText(out.ec_token).then(
+          function () { copy.textContent = "已复制"; },
+          function () { copy.textContent = "复制失败"; });
+      });
+      ec.appendChild(copy);
+    }
+    card.appendChild(ec);
+    card.appendChild(el("p", "muted small", "核验编号 " + out.scan_id));
+    reveal(card);
+  }
+
+  function showRefused(err, purpose) {
+    const card = $("result");
+    card.replaceChildren();
+    card.appendChild(resultHead(false, purpose));
+    card.appendChild(el("p", "refusal", err.message));
+    if (err.code !== "network") card.appendChild(el("p", "muted small", "错误代码 " + err.code));
+    reveal(card);
+  }
+
+  // --- verification -------------------------------------------------------------------------
+
+  function purpose() {
+    const checked = document.querySelector("input[name=purpose]:checked");
+    return checked ? checked.value : "registration";
+  }
+
+  async function verify(text) {
+    if (busy) return;
+    const token = (text || "").trim();
+    const box = $("token-text");
+    clearNotice();
+    if (!token) {
+      showNotice("请先扫码或粘贴凭证码");
+      return;
+    }
+    const what = purpose();
+    box.value = "";  // one-use codes: never leave one on the desk
+    if (token.length > MAX_TOKEN_CHARS) {
+      showRefused(new ApiError("token_malformed", EV.message("token_malformed", true)), what);
+      return;
+    }
+    busy = true;
+    $("verify-btn").disabled = true;
+    try {
+      const out = await api("/v1/scans", {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ token: token, purpose: what }),
+      });
+      showAccepted(out, what);
+    } catch (err) {
+      if (err.code === "unauthorized") {
+        box.value = token;  // not consumed: verify again after signing in
+        clearResult();
+        showSignIn(err.message);
+        return;
+      }
+      showRefused(err, what);
+    } finally {
+      busy = false;
+      $("verify-btn").disabled = false;
+      if (!$("desk").hidden) box.focus();
+    }
+  }
+
+  // --- camera (BarcodeDetector) -------------------------------------------------------------
+
+  async function detectorAvailable() {
+    if (!("BarcodeDetector" in window)) return false;
+    try {
+      const formats = await window.BarcodeDetector.getSupportedFormats();
+      return formats.indexOf("qr_code") >= 0;
+    } catch (_) {
+      return false;
+    }
+  }
+
+  function detector() {
+    if (!camera.detector) camera.detector = new window.BarcodeDetector({ formats: ["qr_code"] });
+    return camera.detector;
+  }
+
+  async function startCamera() {
+    clearNotice();
+    clearResult();
+    try {
+      camera.stream = await navigator.mediaDevices.getUserMedia(
+        { video: { facingMode: { ideal: "environment" } }, audio: false });
+    } catch (_) {
+      showNotice("无法打开摄像头，请检查浏览器的摄像头权限，或改用上传图片、扫码枪录入");
+      return;
+    }
+    const video = $("camera-video");
+    video.srcObject = camera.stream;
+    $("camera").hidden = false;
+    $("camera-btn").hidden = true;
+    try {
+      await video.play();
+    } catch (_) { /* autoplay of a muted inline video is allowed; detection still polls frames */ }
+    scanFrame();
+  }
+
+  function scanFrame() {
+    camera.timer = window.setTimeout(async function () {
+      if (!camera.stream) return;
+      const video = $("camera-video");
+      try {
+        if (video.readyState >= 2) {
+          const codes = await detector().detect(video);
+          if (codes.length && camera.stream) {
+            const text = codes[0].rawValue;
+            stopCamera();
+            verify(text);
+            return;
+          }
+        }
+      } catch (_) { /* a frame that cannot be read: try the next one */ }
+      if (camera.stream) scanFrame();
+    }, DETECT_EVERY_MS);
+  }
+
+  function stopCamera() {
+    window.clearTimeout(camera.timer);
+    if (camera.stream) camera.stream.getTracks().forEach(function (t) { t.stop(); });
+    camera.stream = null;
+    const video = $("camera-video");
+    video.srcObject = null;
+    $("camera").hidden = true;
+    if (camera.supported) $("camera-btn").hidden = false;
+  }
+
+  // --- photo upload -------------------------------------------------------------------------
+
+  async function decodeInBrowser(file) {
+    if (!camera.detectable) return null;
+    try {
+      const bitmap = await window.createImageBitmap(file);
+      const codes = await detector().detect(bitmap);
+      if (bitmap.close) bitmap.close();
+      return codes.length ? codes[0].rawValue : null;
+    } catch (_) {
+      return null;  // let the server try
+    }
+  }
+
+  // Phone photos are often larger than the server takes: scale them down to a JPEG first.
+  async function uploadable(file) {
+    const plain = file.type === "image/png" || file.type === "image/jpeg";
+    if (plain && file.size <= MAX_UPLOAD_BYTES) return file;
+    let bitmap;
+    try {
+      bitmap = await window.createImageBitmap(file);
+    } catch (_) {
+      return file;  // the server will say what is wrong with it
+    }
+    const scale = Math.min(1, UPLOAD_SIDE / Math.max(bitmap.width, bitmap.height));
+    const canvas = document.createElement("canvas");
+    canvas.width = Math.round(bitmap.width * scale);
+    canvas.height = Math.round(bitmap.height * scale);
+    canvas.getContext("2d").drawImage(bitmap, 0, 0, canvas.width, canvas.height);
+    if (bitmap.close) bitmap.close();
+    return new Promise(function (resolve) {
+      canvas.toBlob(function (blob) { resolve(blob || file); }, "image/jpeg", 0.92);
+    });
+  }
+
+  async function decodeOnServer(file) {
+    const form = new FormData();
+    const image = await uploadable(file);
+    form.append("image", image, image.type === "image/png" ? "code.png" : "code.jpg");
+    const out = await api("/scanner/decode", { method: "POST", body: form });
+    return out.text;
+  }
+
+  async function onPhoto(event) {
+    const input = event.target;
+    const file = input.files && input.files[0];
+    input.value = "";  // choosing the same file again must fire `change`
+    if (!file) return;
+    clearNotice();
+    clearResult();
+    const label = document.querySelector("label[for=photo-input]");
+    label.classList.add("is-busy");
+    try {
+      const text = (await decodeInBrowser(file)) || (await decodeOnServer(file));
+      await verify(text);
+    } catch (err) {
+      if (err.code === "unauthorized") showSignIn(err.message);
+      else showRefused(err, purpose());
+    } finally {
+      label.classList.remove("is-busy");
+    }
+  }
+
+  // --- start-up -----------------------------------------------------------------------------
+
+  function buildPurposes() {
+    const group = $("purposes");
+    const saved = load(KEYS.purpose) || "registration";
+    Object.keys(EV.PURPOSES).forEach(function (value) {
+      const label = el("label", "purpose");
+      const input = el("input");
+      input.type = "radio";
+      input.name = "purpose";
+      input.value = value;
+      input.checked = value === saved;
+      input.addEventListener("change", function () { save(KEYS.purpose, value); });
+      label.append(input, el("span", null, EV.PURPOSES[value]));
+      group.appendChild(label);
+    });
+    if (!document.querySelector("input[name=purpose]:checked")) group.querySelector("input").checked = true;
+  }
+
+  async function start() {
+    buildPurposes();
+    $("sign-in-form").addEventListener("submit", signIn);
+    $("sign-out").addEventListener("click", signOut);
+    $("token-form").addEventListener("submit", function (e) { e.preventDefault(); verify($("token-text").value); });
+    // A keyboard-wedge scanner types the code and presses Enter.
+    $("token-text").addEventListener("keydown", function (e) {
+      if (e.key === "Enter" && !e.shiftKey && !e.isComposing) {
+        e.preventDefault();
+        verify($("token-text").value);
+      }
+    });
+    $("photo-input").addEventListener("change", onPhoto);
+    $("camera-btn").addEventListener("click", startCamera);
+    $("camera-stop").addEventListener("click", stopCamera);
+
+    if (accessToken()) showDesk();
+    else showSignIn(load(KEYS.token) ? EV.message("unauthorized", true) : "");
+
+    camera.detectable = await detectorAvailable();
+    camera.supported = camera.detectable && !!(navigator.mediaDevices && navigator.mediaDevices.getUserMedia);
+    $("camera-btn").hidden = !camera.supported || !!camera.stream;
+  }
+
+  start();
+})();

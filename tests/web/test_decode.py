@@ -1,0 +1,98 @@
+"""POST /scanner/decode: the QR code in an uploaded photo, for browsers without BarcodeDetector."""
+from __future__ import annotations
+
+import io
+import os
+
+import pytest
+import zxingcpp
+from PIL import Image, PngImagePlugin
+
+from tests.helpers import problem_code
+
+MiB = 1024 * 1024
+
+
+def qr_image(text: str = "EV1:TEST") -> Image.Image:
+    view = memoryview(zxingcpp.create_barcode(text, zxingcpp.BarcodeFormat.QRCode, ec_level="M").to_image(scale=4))
+    return Image.frombytes("L", (view.shape[1], view.shape[0]), view.tobytes())
+
+
+def encode(img: Image.Image, fmt: str = "PNG", **options) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format=fmt, **options)
+    return buf.getvalue()
+
+
+def post(client, headers, data: bytes, filename: str = "code.png", field: str = "image"):
+    return client.post("/scanner/decode", data={field: (io.BytesIO(data), filename)},
+                       headers=headers, content_type="multipart/form-data")
+
+
+def test_decodes_a_png(client, inst_headers):
+    resp = post(client, inst_headers, encode(qr_image()))
+    assert resp.status_code == 200 and resp.get_json() == {"text": "EV1:TEST"}
+
+
+def test_decodes_a_jpeg_photo_with_the_code_off_centre(client, inst_headers):
+    photo = Image.new("RGB", (1200, 900), (200, 190, 170))
+    photo.paste(qr_image("EV1:PHOTO").convert("RGB").resize((348, 348)), (700, 420))
+    resp = post(client, inst_headers, encode(photo, "JPEG", quality=85), "photo.jpg")
+    assert resp.status_code == 200 and resp.get_json() == {"text": "EV1:PHOTO"}
+
+
+def test_accepts_an_upload_larger_than_the_api_body_limit(client, inst_headers):
+    # Real photos exceed the 16 KiB JSON body limit; this route takes up to 2 MiB.
+    info = PngImagePlugin.PngInfo()
+    info.add_text("padding", os.urandom(48 * 1024).hex())
+    data = encode(qr_image(), pnginfo=info)
+    assert 64 * 1024 < len(data) < 2 * MiB
+    resp = post(client, inst_headers, data)
+    assert resp.status_code == 200, resp.get_json()
+    assert resp.get_json() == {"text": "EV1:TEST"}
+
+
+def test_blank_image_is_token_malformed(client, inst_headers):
+    resp = post(client, inst_headers, encode(Image.new("L", (300, 300), 255)))
+    assert resp.status_code == 400 and problem_code(resp) == "token_malformed"
+
+
+@pytest.mark.parametrize("data,filename", [
+    (b"this is not an image", "code.png"),
+    (b"\x89PNG\r\n\x1a\n" + b"\x00" * 64, "truncated.png"),
+    (None, "code.gif"),  # a real image, but neither PNG nor JPEG
+])
+def test_bad_upload_is_invalid_request(client, inst_headers, data, filename):
+    if data is None:
+        data = encode(qr_image(), "GIF")
+    resp = post(client, inst_headers, data, filename)
+    assert resp.status_code == 400 and problem_code(resp) == "invalid_request"
+
+
+def test_missing_field_is_invalid_request(client, inst_headers):
+    resp = post(client, inst_headers, encode(qr_image()), field="photo")
+    assert resp.status_code == 400 and problem_code(resp) == "invalid_request"
+
+
+def test_decompression_bomb_is_refused(client, inst_headers):
+    data = encode(Image.new("1", (6000, 6000), 1))  # tiny file, 36 megapixels
+    assert len(data) < 2 * MiB
+    resp = post(client, inst_headers, data)
+    assert resp.status_code == 400 and problem_code(resp) == "invalid_request"
+
+
+@pytest.mark.parametrize("size", [2 * MiB + 1, 3 * MiB])
+def test_over_two_mib_is_payload_too_large(client, inst_headers, size):
+    resp = post(client, inst_headers, os.urandom(size))
+    assert resp.status_code == 413 and problem_code(resp) == "payload_too_large"
+
+
+def test_requires_an_institution_token(client):
+    resp = post(client, {}, encode(qr_image()))
+    assert resp.status_code == 401 and problem_code(resp) == "unauthorized"
+
+
+def test_other_routes_keep_the_16_kib_limit(client, inst_headers):
+    resp = client.post("/v1/scans", data=b"x" * (17 * 1024), headers=inst_headers,
+                       content_type="application/json")
+    assert resp.status_code == 413 and problem_code(resp) == "payload_too_large"
