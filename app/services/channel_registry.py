@@ -16,7 +16,7 @@ def add(session: Session, channel_id: str, public_pem: bytes, *, serial: str | N
     kind = channel_kind(channel_id)
     if kind is None:
         raise ValueError("channel id must be wechat, alipay or bank-<code>")
-    load_public_key(public_pem, kind)
+    public_pem = load_public_key(public_pem, kind)  # stored in its standard SubjectPublicKeyInfo form
     serial = serial or default_serial(public_pem)
     channel = session.get(Channel, channel_id)
     if channel is None:

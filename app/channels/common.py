@@ -1,0 +1,142 @@
+"""What every channel signing scheme shares: the call record, key loading, strict parsing."""
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Mapping, Protocol
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+from ..errors import DomainError
+
+CALLS = ("activations", "sessions", "reverifications", "unbindings")
+MAX_SKEW_SECONDS = 300
+NONCE_TTL_SECONDS = 600
+
+# Nonces and request ids: what real partners send (hex, uuid, alnum) and nothing that could
+# smuggle separators into a store key.
+NONCE_RE = re.compile(r"[A-Za-z0-9_.:\-]{1,64}")
+
+
+@dataclass(frozen=True)
+class ChannelInfo:
+    """A registered channel partner: its id, app id (mchid), kind and public keys by serial."""
+
+    id: str
+    app_id: str
+    kind: str  # "wechat" | "alipay" | "bank"
+    keys: dict[str, bytes]  # serial -> public key PEM
+    status: str = "active"
+
+
+@dataclass(frozen=True)
+class SignedCall:
+    """A channel call whose signature, freshness and nonce have been checked."""
+
+    channel: str
+    nonce: str
+    timestamp: int
+    payload: dict  # the JSON business request
+
+
+@dataclass(frozen=True)
+class Authenticated:
+    """What a scheme hands back once the signature verifies; freshness is checked after."""
+
+    nonce: str
+    timestamp: int
+    payload: dict
+
+
+class NonceStore(Protocol):
+    def use_nonce(self, scope: str, nonce: str, ttl_seconds: int) -> bool:
+        """True when the nonce is fresh, False when seen within the ttl."""
+
+
+def bad_signature(detail: str) -> DomainError:
+    return DomainError("channel_signature_invalid", detail)
+
+
+def bad_request(detail: str) -> DomainError:
+    return DomainError("invalid_request", detail)
+
+
+def header(headers: Mapping[str, str], name: str) -> str | None:
+    """Case-insensitive header lookup that works for plain dicts and Werkzeug headers alike."""
+    value = headers.get(name)
+    if value is None:
+        lowered = name.lower()
+        for key, val in headers.items():
+            if key.lower() == lowered:
+                return val
+    return value
+
+
+def b64decode_strict(text: str) -> bytes:
+    """Decode standard base64 or raise ValueError; no silently skipped characters."""
+    try:
+        return base64.b64decode(text.strip(), validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ValueError("not base64") from exc
+
+
+def _reject_constant(name: str):
+    raise ValueError(f"non-standard JSON constant {name}")
+
+
+def json_object(text: str | bytes, what: str) -> dict:
+    """Parse a JSON object (UTF-8, no NaN/Infinity) or raise invalid_request."""
+    try:
+        if isinstance(text, bytes):
+            text = text.decode("utf-8")
+        value = json.loads(text, parse_constant=_reject_constant)
+    except (UnicodeDecodeError, ValueError):
+        raise bad_request(f"{what} must be UTF-8 JSON") from None
+    if not isinstance(value, dict):
+        raise bad_request(f"{what} must be a JSON object")
+    return value
+
+
+def lookup_key(keys: Mapping[str, bytes], serial: str) -> bytes | None:
+    """The key registered under `serial`; hex serials compare case-insensitively."""
+    if serial in keys:
+        return keys[serial]
+    wanted = serial.upper()
+    for known, pem in keys.items():
+        if known.upper() == wanted:
+            return pem
+    return None
+
+
+def load_rsa_public_key(pem: bytes) -> rsa.RSAPublicKey | None:
+    """An RSA public key from a PEM public key (SPKI or PKCS#1) or X.509 certificate, else None."""
+    try:
+        if b"-----BEGIN CERTIFICATE-----" in pem:
+            key = x509.load_pem_x509_certificate(pem).public_key()
+        else:
+            key = serialization.load_pem_public_key(pem)
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        return None
+    return key if isinstance(key, rsa.RSAPublicKey) else None
+
+
+rsa_public_key = lru_cache(maxsize=256)(load_rsa_public_key)
+
+
+def rsa_sha256_verifies(pem: bytes, message: bytes, signature: bytes) -> bool:
+    """RSA PKCS#1 v1.5 with SHA-256, the signature both WeChat Pay v3 and Alipay RSA2 use."""
+    key = rsa_public_key(pem)
+    if key is None:
+        return False
+    try:
+        key.verify(signature, message, padding.PKCS1v15(), hashes.SHA256())
+    except InvalidSignature:
+        return False
+    return True
