@@ -1,0 +1,116 @@
+"""The ev1 QR token codec: fixed binary layout, signed, base45 with the prefix "EV1:".
+
+Layout (big-endian; docs/token-format.md is the normative description):
+
+    0   1  version (high 4 bits, = 1) | algorithm (low 4 bits: 1 Ed25519, 2 ES256, 3 SM2)
+    1   1  flags (bit 0: actor present; other bits must be 0)
+    2   4  kid (first 4 bytes of the key's RFC 7638 thumbprint)
+    6   4  iat, Unix seconds
+    10  2  lifetime, seconds
+    12  3  region code as an integer (6 decimal digits)
+    15 10  voucher id (raw; text form is base32 of these bytes)
+    25  8  token id
+    33 10  actor voucher id (only when flag bit 0 is set)
+    .. 64  signature over every byte before it
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import struct
+from dataclasses import dataclass
+
+import base45
+
+PREFIX = "EV1:"
+VERSION = 1
+ALG_CODES = {"Ed25519": 1, "ES256": 2, "SM2": 3}
+ALG_NAMES = {code: name for name, code in ALG_CODES.items()}
+FLAG_ACTOR = 0x01
+SIG_LEN = 64
+_FIXED = struct.Struct(">BB4sIH3s10s8s")  # 33 bytes
+_ACTOR_LEN = 10
+_BASE45 = re.compile(r"[0-9A-Z $%*+\-./:]*")
+
+
+class Malformed(ValueError):
+    """Not a well-formed ev1 token."""
+
+
+@dataclass(frozen=True)
+class Ev1:
+    alg: str
+    kid: str
+    iat: int
+    lifetime: int
+    region: str
+    voucher_id: str
+    token_id: str
+    actor: str | None
+    signed: bytes  # the exact bytes the signature covers
+    signature: bytes
+
+
+def voucher_bytes(voucher_id: str) -> bytes:
+    """The 10 raw bytes of a 16-character base32 voucher id."""
+    if not isinstance(voucher_id, str) or not re.fullmatch(r"[A-Z2-7]{16}", voucher_id):
+        raise ValueError("voucher id must be 16 base32 characters")
+    return base64.b32decode(voucher_id)
+
+
+def _voucher_text(raw: bytes) -> str:
+    return base64.b32encode(raw).decode()
+
+
+def payload(alg: str, kid: str, iat: int, lifetime: int, region: str, voucher_id: str,
+            token_id: str, actor: str | None) -> bytes:
+    """The signed part of a token (ValueError for out-of-range fields)."""
+    if not re.fullmatch(r"[0-9]{6}", region):
+        raise ValueError("region must be 6 digits")
+    if not re.fullmatch(r"[0-9a-f]{16}", token_id):
+        raise ValueError("token id must be 16 lowercase hex characters")
+    if not (0 <= iat < 2**32 and 0 < lifetime < 2**16):
+        raise ValueError("iat or lifetime out of range")
+    head = _FIXED.pack(
+        VERSION << 4 | ALG_CODES[alg], FLAG_ACTOR if actor else 0, bytes.fromhex(kid),
+        iat, lifetime, int(region).to_bytes(3, "big"), voucher_bytes(voucher_id),
+        bytes.fromhex(token_id),
+    )
+    return head + voucher_bytes(actor) if actor else head
+
+
+def encode(signed: bytes, signature: bytes) -> str:
+    """Token text for a payload and its signature."""
+    return PREFIX + base45.b45encode(signed + signature).decode()
+
+
+def decode(text: str) -> Ev1:
+    """Parse a token strictly (signature NOT checked); Malformed on any deviation."""
+    if not isinstance(text, str) or not text.startswith(PREFIX):
+        raise Malformed("missing ev1 prefix")
+    body = text[len(PREFIX):]
+    # The base45 package strips a trailing newline; we accept the exact alphabet only.
+    if not _BASE45.fullmatch(body):
+        raise Malformed("not base45")
+    try:
+        raw = base45.b45decode(body)
+    except ValueError:
+        raise Malformed("not base45") from None
+    if len(raw) < _FIXED.size + SIG_LEN:
+        raise Malformed("too short")
+    head, flags, kid, iat, lifetime, region, voucher, token = _FIXED.unpack_from(raw)
+    if head >> 4 != VERSION or (head & 0x0F) not in ALG_NAMES or flags & ~FLAG_ACTOR:
+        raise Malformed("unknown version, algorithm or flags")
+    size = _FIXED.size + (_ACTOR_LEN if flags & FLAG_ACTOR else 0)
+    if len(raw) != size + SIG_LEN:
+        raise Malformed("wrong length")
+    region_num = int.from_bytes(region, "big")
+    if region_num > 999_999 or lifetime == 0:
+        raise Malformed("field out of range")
+    actor = _voucher_text(raw[_FIXED.size:size]) if flags & FLAG_ACTOR else None
+    return Ev1(
+        alg=ALG_NAMES[head & 0x0F], kid=kid.hex(), iat=iat, lifetime=lifetime,
+        region=f"{region_num:06d}", voucher_id=_voucher_text(voucher), token_id=token.hex(),
+        actor=actor, signed=raw[:size], signature=raw[size:],
+    )

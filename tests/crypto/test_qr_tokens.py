@@ -1,0 +1,220 @@
+"""QR tokens: round trips, sizes, and every attack the verifier must refuse."""
+
+import base64
+import dataclasses
+import hashlib
+import hmac
+import json
+import re
+
+import base45
+import pytest
+from cryptography.hazmat.primitives import serialization
+
+from crypto import ev1, keyring, tokens
+from crypto.tokens import TokenError
+
+NOW = 1_767_225_600  # 2026-01-01T00:00:00Z
+
+QR_ALNUM = re.compile(r"[0-9A-Z $%*+\-./:]+")
+CODES = {"token_malformed", "token_signature_invalid", "token_unknown_key", "token_expired"}
+
+
+def _issue(key, fmt="ev1", actor=None, **over):
+    fields = dict(voucher_id=tokens.new_voucher_id(), region="410700", iat=NOW, lifetime=60,
+                  token_id=tokens.new_token_id(), actor=actor, fmt=fmt)
+    fields.update(over)
+    return tokens.issue(key, **fields)
+
+
+def _code(text, ring, now=NOW + 1, **kw):
+    with pytest.raises(TokenError) as info:
+        tokens.verify(text, ring, now, **kw)
+    return info.value.code
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _jws(header: dict, claims: dict, sign) -> str:
+    signing_input = f"{_b64(json.dumps(header).encode())}.{_b64(json.dumps(claims).encode())}"
+    return f"{signing_input}.{_b64(sign(signing_input.encode()))}"
+
+
+def _claims(**over):
+    c = {"iss": "evoucher", "sub": tokens.new_voucher_id(), "rgn": "110000", "iat": NOW, "exp": NOW + 60,
+         "jti": tokens.new_token_id()}
+    c.update(over)
+    return c
+
+
+@pytest.mark.parametrize("fmt", ["ev1", "jwt"])
+@pytest.mark.parametrize("alg", keyring.ALGORITHMS)
+@pytest.mark.parametrize("with_actor", [False, True])
+def test_round_trip(keys, ring, fmt, alg, with_actor):
+    actor = tokens.new_voucher_id() if with_actor else None
+    vid, tid = tokens.new_voucher_id(), tokens.new_token_id()
+    text = _issue(keys[alg], fmt, actor, voucher_id=vid, token_id=tid)
+    claims = tokens.verify(text, ring, NOW + 1)
+    assert claims == tokens.TokenClaims(fmt, alg, keys[alg].kid, vid, "410700", NOW, 60, tid, actor)
+    assert claims.exp == NOW + 60
+
+
+@pytest.mark.parametrize("alg", keyring.ALGORITHMS)
+def test_ev1_size_and_alphabet(keys, alg):
+    plain, with_actor = _issue(keys[alg]), _issue(keys[alg], actor=tokens.new_voucher_id())
+    assert len(plain) == 150 and len(with_actor) == 165
+    assert plain.startswith("EV1:") and QR_ALNUM.fullmatch(plain) and QR_ALNUM.fullmatch(with_actor)
+
+
+def test_jwt_shape(keys):
+    actor = tokens.new_voucher_id()
+    head, body, _ = _issue(keys["ES256"], "jwt", actor).split(".")
+    pad = lambda s: s + "=" * (-len(s) % 4)  # noqa: E731
+    assert json.loads(base64.urlsafe_b64decode(pad(head))) == {"alg": "ES256", "kid": keys["ES256"].kid,
+                                                                "typ": "evoucher+jwt"}
+    claims = json.loads(base64.urlsafe_b64decode(pad(body)))
+    assert set(claims) == {"iss", "sub", "rgn", "iat", "exp", "jti", "act"}
+    assert claims["act"] == {"sub": actor} and claims["exp"] - claims["iat"] == 60
+
+
+def test_every_single_bit_flip_of_ev1_bytes_fails(keys, ring):
+    raw = base45.b45decode(_issue(keys["Ed25519"], actor=tokens.new_voucher_id())[4:])
+    for i in range(len(raw) * 8):
+        flipped = bytearray(raw)
+        flipped[i // 8] ^= 1 << (i % 8)
+        assert _code("EV1:" + base45.b45encode(bytes(flipped)).decode(), ring) in CODES, f"bit {i}"
+
+
+def test_text_must_be_exact(keys, ring):
+    text = _issue(keys["Ed25519"])
+    raw = base45.b45decode(text[4:])
+    for bad in (text.lower(), "ev1:" + text[4:], text + "\n", " " + text, text[:-1], text[:-3],
+                text[:100], "EV1:", "EV1:" + base45.b45encode(raw + b"\x00").decode(),
+                "EV1:" + base45.b45encode(raw[:-1]).decode(), "EV1:" + text[4:-2] + "::"):
+        assert _code(bad, ring) == "token_malformed", repr(bad)
+
+
+@pytest.mark.parametrize("byte0,byte1", [(0x21, 0), (0x01, 0), (0x14, 0), (0x10, 0), (0x11, 0x02), (0x11, 0x80)])
+def test_unknown_version_alg_or_flags_are_malformed(keys, ring, byte0, byte1):
+    key = keys["Ed25519"]
+    signed = bytearray(ev1.payload("Ed25519", key.kid, NOW, 60, "110000", tokens.new_voucher_id(),
+                                   tokens.new_token_id(), None))
+    signed[0], signed[1] = byte0, byte1
+    assert _code(ev1.encode(bytes(signed), key.sign(bytes(signed))), ring) == "token_malformed"
+
+
+def test_actor_flag_must_match_length(keys, ring):
+    key = keys["Ed25519"]
+    signed = bytearray(ev1.payload("Ed25519", key.kid, NOW, 60, "110000", tokens.new_voucher_id(),
+                                   tokens.new_token_id(), tokens.new_voucher_id()))
+    signed[1] = 0  # claims no actor but carries one
+    assert _code(ev1.encode(bytes(signed), key.sign(bytes(signed))), ring) == "token_malformed"
+
+
+@pytest.mark.parametrize("fmt", ["ev1", "jwt"])
+def test_unknown_kid(keys, fmt):
+    other = keyring.generate("Ed25519")
+    ring = keyring.Keyring([keys["Ed25519"]], keys["Ed25519"].kid)
+    assert _code(_issue(other, fmt), ring) == "token_unknown_key"
+
+
+def test_ev1_known_kid_with_other_alg(keys, ring):
+    ed, es = keys["Ed25519"], keys["ES256"]
+    signed = ev1.payload("ES256", ed.kid, NOW, 60, "110000", tokens.new_voucher_id(), tokens.new_token_id(), None)
+    assert _code(ev1.encode(signed, es.sign(signed)), ring) == "token_signature_invalid"
+
+
+def test_jwt_known_kid_with_other_alg(keys, ring):
+    header = {"alg": "ES256", "kid": keys["Ed25519"].kid, "typ": "evoucher+jwt"}
+    assert _code(_jws(header, _claims(), keys["ES256"].sign), ring) == "token_signature_invalid"
+
+
+def test_jwt_alg_none(keys, ring):
+    header = {"alg": "none", "kid": keys["Ed25519"].kid, "typ": "evoucher+jwt"}
+    assert _code(_jws(header, _claims(), lambda _: b""), ring) == "token_signature_invalid"
+    assert _code(_jws({"alg": "none", "typ": "evoucher+jwt"}, _claims(), lambda _: b""), ring) == "token_malformed"
+
+
+@pytest.mark.parametrize("alg", keyring.ALGORITHMS)
+def test_jwt_hs256_signed_with_the_public_key(keys, ring, alg):
+    key = keys[alg]
+    secrets = [key.public, json.dumps(keyring.to_jwk(key)).encode()]
+    if alg != "SM2":
+        obj = keyring._public_obj(alg, key.public)
+        secrets.append(obj.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    for secret in secrets:
+        header = {"alg": "HS256", "kid": key.kid, "typ": "evoucher+jwt"}
+        text = _jws(header, _claims(), lambda m: hmac.new(secret, m, hashlib.sha256).digest())
+        assert _code(text, ring) == "token_signature_invalid"
+
+
+@pytest.mark.parametrize("fmt", ["ev1", "jwt"])
+def test_expiry_and_future_iat(keys, ring, fmt):
+    text = _issue(keys["Ed25519"], fmt, lifetime=60)
+    assert tokens.verify(text, ring, NOW + 65).iat == NOW  # within skew after exp
+    assert _code(text, ring, now=NOW + 66) == "token_expired"
+    assert tokens.verify(text, ring, NOW - 5).iat == NOW  # iat within skew ahead of us
+    assert _code(text, ring, now=NOW - 6) == "token_expired"
+    assert _code(text, ring, now=NOW + 61, skew=0) == "token_expired"
+
+
+def test_retired_key_no_longer_verifies(keys):
+    key = dataclasses.replace(keys["Ed25519"], not_after=NOW + 30)
+    ring = keyring.Keyring([key], key.kid)
+    text = _issue(key)
+    assert tokens.verify(text, ring, NOW + 30).kid == key.kid
+    assert _code(text, ring, now=NOW + 31) == "token_unknown_key"
+
+
+def test_jwt_tampering(keys, ring):
+    text = _issue(keys["SM2"], "jwt")
+    head, body, sig = text.split(".")
+    forged = _b64(json.dumps(_claims()).encode())
+    assert _code(f"{head}.{forged}.{sig}", ring) == "token_signature_invalid"
+    assert _code(f"{head}.{body}.{sig[:-2]}AA", ring) == "token_signature_invalid"
+    for bad in (text + ".", "a.b.c", "", text.replace(".", "", 1), "x" * 5000):
+        assert _code(bad, ring) == "token_malformed"
+
+
+def test_jwt_wrong_typ_issuer_or_claims_are_malformed(keys, ring):
+    key = keys["Ed25519"]
+    sign = key.sign
+    header = {"alg": "EdDSA", "kid": key.kid, "typ": "evoucher+jwt"}
+    access = tokens.issue_access(key, subject="H110000001", audience="institution", ttl=600, now=NOW)
+    assert _code(access, ring) == "token_malformed"
+    assert _code(_jws({**header, "typ": "JWT"}, _claims(), sign), ring) == "token_malformed"
+    assert _code(_jws({**header, "crit": ["exp"]}, _claims(), sign), ring) == "token_malformed"
+    for bad in (_claims(iss="other"), _claims(sub="lowercase-id-xyz"), _claims(rgn=110000), _claims(iat=True),
+                _claims(exp=NOW), _claims(jti="XYZ"), _claims(act="NOTANOBJECT"), _claims(act={"sub": 1})):
+        assert _code(_jws(header, bad, sign), ring) == "token_malformed", bad
+    assert _code(_issue(key, "jwt"), ring, issuer="someone-else") == "token_malformed"
+
+
+def test_issue_refuses_bad_fields(keys):
+    key = keys["Ed25519"]
+    for over in ({"voucher_id": "abc"}, {"voucher_id": "A" * 15 + "1"}, {"region": "11000"}, {"region": "11000a"},
+                 {"token_id": "ABCDEF0123456789"}, {"lifetime": 0}, {"lifetime": 70000}, {"iat": -1},
+                 {"iat": 1.5}, {"actor": "short"}, {"fmt": "cbor"}):
+        with pytest.raises(ValueError):
+            _issue(key, **over)
+    with pytest.raises(ValueError):
+        _issue(dataclasses.replace(key, private=None))
+
+
+def test_ids_are_random_and_well_formed():
+    vids = {tokens.new_voucher_id() for _ in range(200)}
+    tids = {tokens.new_token_id() for _ in range(200)}
+    assert len(vids) == len(tids) == 200
+    assert all(re.fullmatch(r"[A-Z2-7]{16}", v) and len(base64.b32decode(v)) == 10 for v in vids)
+    assert all(re.fullmatch(r"[0-9a-f]{16}", t) for t in tids)
+
+
+def test_ev1_text_never_starts_or_ends_with_whitespace(keys):
+    # Odd byte counts end in a one-byte base45 group, whose last character is 0-5, so a
+    # caller may strip() scanned text safely.
+    for _ in range(200):
+        for actor in (None, tokens.new_voucher_id()):
+            text = _issue(keys["Ed25519"], actor=actor)
+            assert text == text.strip() and text[-1] in "012345"
