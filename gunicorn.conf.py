@@ -25,3 +25,17 @@ def child_exit(server, worker):
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid)
+
+
+def post_worker_init(worker):
+    """Build SM2 verification tables before the first scan rather than during it."""
+    from app.extensions import runtime
+    from app.services import keys
+
+    app = worker.wsgi  # the Flask app once loaded
+    try:
+        with app.app_context():
+            rt = runtime()
+            keys.keyring(rt, rt.session()).warm()
+    except Exception as exc:  # a missing key table is reported by /readyz, not fatal here
+        worker.log.warning("could not warm the keyring: %s", exc.__class__.__name__)
