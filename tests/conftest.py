@@ -139,15 +139,27 @@ def make_config(backend, tmp_path, request):
 
 
 @pytest.fixture
-def app(make_config, backend, clock):
-    config = make_config()
-    if backend == "pg-redis":
-        _truncate_pg(config.database_url)
-    application = create_app(config, clock=clock)
+def make_app(make_config, backend, clock):
+    """Build a migrated app on an empty database of the current backend, with config overrides."""
     from app.cli import upgrade_database
-    upgrade_database(application)
-    yield application
-    application.extensions["evoucher"].engine.dispose()
+    made = []
+
+    def build(**overrides):
+        config = make_config(**overrides)
+        if backend == "pg-redis":
+            _truncate_pg(config.database_url)
+        application = create_app(config, clock=clock)
+        upgrade_database(application)
+        made.append(application)
+        return application
+    yield build
+    for application in made:
+        application.extensions["evoucher"].engine.dispose()
+
+
+@pytest.fixture
+def app(make_app):
+    return make_app()
 
 
 @pytest.fixture
@@ -164,3 +176,14 @@ def rt(app):
 def world(app, client, tmp_path_factory):
     from tests.helpers import World
     return World(app, client, tmp_path_factory.getbasetemp())
+
+
+@pytest.fixture
+def make_world(make_app, tmp_path_factory):
+    """A World on its own app, for tests that need other settings."""
+    from tests.helpers import World
+
+    def build(**overrides):
+        application = make_app(**overrides)
+        return World(application, application.test_client(), tmp_path_factory.getbasetemp())
+    return build

@@ -35,7 +35,7 @@ class World:
             _KEYS_CACHE["dir"] = keep
         with open(path, encoding="utf-8") as fh:
             self.demo = json.load(fh)
-        self._inst_tokens: dict[str, str] = {}
+        self._inst_tokens: dict[str, tuple[str, float]] = {}
         self.instance = instance
 
     # institutions
@@ -43,14 +43,16 @@ class World:
         return next(i for i in self.demo["institutions"] if i["code"] == code)
 
     def inst_headers(self, code: str) -> dict:
-        if code not in self._inst_tokens:
+        cached = self._inst_tokens.get(code)
+        if cached is None or self.rt.clock.now() > cached[1]:
             i = self.inst(code)
             basic = base64.b64encode(f"{i['client_id']}:{i['client_secret']}".encode()).decode()
             resp = self.client.post("/v1/oauth/token", data={"grant_type": "client_credentials"},
                                     headers={"Authorization": f"Basic {basic}"})
             assert resp.status_code == 200, resp.get_json()
-            self._inst_tokens[code] = resp.get_json()["access_token"]
-        return {"Authorization": f"Bearer {self._inst_tokens[code]}"}
+            body = resp.get_json()
+            self._inst_tokens[code] = (body["access_token"], self.rt.clock.now() + body["expires_in"] - 60)
+        return {"Authorization": f"Bearer {self._inst_tokens[code][0]}"}
 
     def scan(self, code: str, token: str, purpose: str = "registration"):
         return self.client.post("/v1/scans", json={"token": token, "purpose": purpose},

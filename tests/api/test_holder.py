@@ -228,3 +228,11 @@ def test_records_newest_first_with_cursor_and_no_delete(world):
     stranger = world.holder("黄磊")
     resp = world.client.get(f"/v1/me/records?voucher_id={h['voucher_id']}", headers=stranger["headers"])
     assert problem_code(resp) == "forbidden"
+
+
+def test_pin_attempts_are_rate_limited(make_world):
+    world = make_world(pin_rate_per_minute=2)
+    h = world.holder("张丽", pin="258013")
+    codes = [problem_code(world.client.put("/v1/me/pin-free-limit", json={"amount_fen": 1, "pin": "000111"},
+                                           headers=h["headers"])) for _ in range(3)]
+    assert codes == ["pin_invalid", "pin_invalid", "rate_limited"]

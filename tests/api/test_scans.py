@@ -189,13 +189,8 @@ def test_region_not_enrolled_after_enrolment_suspended(world):
     assert problem_code(resp) == "region_not_enrolled"
 
 
-def test_scan_rate_limit_per_institution(make_config, clock, tmp_path_factory):
-    from app import create_app
-    from app.cli import upgrade_database
-    from tests.helpers import World
-    app = create_app(make_config(scan_rate_per_minute=2), clock=clock)
-    upgrade_database(app)
-    world = World(app, app.test_client(), tmp_path_factory.getbasetemp())
+def test_scan_rate_limit_per_institution(make_world):
+    world = make_world(scan_rate_per_minute=2)
     holder = world.holder("张丽")
     codes = [world.scan("H110000001", world.qr(holder)).status_code for _ in range(3)]
     assert codes == [200, 200, 429]
@@ -203,13 +198,8 @@ def test_scan_rate_limit_per_institution(make_config, clock, tmp_path_factory):
     assert problem_code(resp) == "rate_limited" and int(resp.headers["Retry-After"]) > 0
 
 
-def test_issue_rate_limit_per_voucher(make_config, clock, tmp_path_factory):
-    from app import create_app
-    from app.cli import upgrade_database
-    from tests.helpers import World
-    app = create_app(make_config(issue_rate_per_minute=2), clock=clock)
-    upgrade_database(app)
-    world = World(app, app.test_client(), tmp_path_factory.getbasetemp())
+def test_issue_rate_limit_per_voucher(make_world):
+    world = make_world(issue_rate_per_minute=2)
     holder = world.holder("张丽")
     statuses = [world.client.post("/v1/me/qr-tokens", json={}, headers=holder["headers"]) for _ in range(3)]
     assert [r.status_code for r in statuses] == [201, 201, 429]
@@ -254,3 +244,20 @@ def test_store_outage_fails_scans_closed(world, make_config, clock):
     resp = world.scan("H110000001", token)
     assert resp.status_code == 503 and problem_code(resp) == "service_unavailable"
     assert world.client.post("/v1/me/qr-tokens", json={}, headers=holder["headers"]).status_code == 201
+
+
+def test_national_crypto_profile_end_to_end(make_world):
+    """CRYPTO_PROFILE=gm: SM2-with-SM3 tokens, SM4-GCM at rest, scans verify."""
+    from sqlalchemy import text as sql
+    world = make_world(crypto_profile="gm")
+    jwks = world.client.get("/.well-known/jwks.json").get_json()["keys"]
+    assert [(k["kty"], k["crv"], k["alg"]) for k in jwks] == [("EC", "SM2", "SM2SM3")]
+    holder = world.holder("张丽")
+    for fmt in ("ev1", "jwt"):
+        scan = world.scan("H110000001", world.qr(holder, format=fmt))
+        assert scan.status_code == 200, scan.get_json()
+    with world.rt.engine.connect() as conn:
+        blob = conn.execute(sql("SELECT id_number_enc FROM persons LIMIT 1")).scalar()
+    from crypto import fields
+    assert fields.FieldCipher(world.rt.master_key, "gm").decrypt(bytes(blob), "id_number")
+    assert bytes(blob)[0] != bytes(fields.FieldCipher(world.rt.master_key, "default").encrypt("x", "c"))[0]
