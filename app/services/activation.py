@@ -9,13 +9,13 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from crypto import idcard, tokens
+from crypto import tokens
 from crypto.tokens import new_voucher_id
 
 from .. import metrics
 from ..errors import DomainError
-from ..store.models import ChannelBinding, ChannelRequest, Enrolment, Reverification, Voucher
-from . import keys, pins, records, registry
+from ..store.models import ChannelBinding, ChannelRequest, Reverification, Voucher
+from . import keys, pins, records, registry, vouchers
 from .vouchers import utc
 
 HOLDER_AUD = "evoucher:holder"
@@ -55,50 +55,32 @@ def activate(session: Session, rt, channel_id: str, p: dict) -> dict:
 def _activate(session: Session, rt, channel_id: str, p: dict) -> dict:
     if p["id_type"] != "01":
         raise DomainError("unsupported_id_type", "Only resident ID cards (居民身份证, type 01) can activate")
-    number = p["id_number"].upper()
-    if not idcard.validate_id_number(number):
-        raise DomainError("invalid_id_number", "The ID number is not valid (GB 11643 check digit)")
     if p["face_verified"] is not True:
         raise DomainError("face_verification_required", "The channel's face verification must pass first")
-    person = registry.find_by_id_number(session, rt, number)
-    if person is None:
-        raise DomainError("person_not_enrolled", "Insured person not found; insured info may not be synced yet")
-    if person.name != p["name"].strip():
-        raise DomainError("name_mismatch", "The name does not match the enrolment registry")
-    active = [e for e in registry.enrolments(session, person) if e.status == "active"]
-    if not active:
-        raise DomainError("person_not_enrolled", "The person has no active enrolment")
+    person = registry.identify(session, rt, p["id_number"], p["name"])
+    region = registry.current_region(session, person)  # refuses a person with no active enrolment
     voucher = session.scalars(select(Voucher).where(Voucher.person_id == person.id)).first()
     created = False
     if voucher is None:
-        voucher = Voucher(voucher_id=new_voucher_id(), person_id=person.id, status="active",
-                          active_region=_default_region(active), pin_initial=False, pin_failures=0,
-                          pin_free_limit_fen=0)
-        session.add(voucher)
-        session.flush()
+        voucher = vouchers.create(session, person)
         created = True
         records.record(session, voucher, "activation", channel=channel_id)
     elif voucher.status == "suspended":
         raise DomainError("voucher_suspended", "The voucher is reported lost; reinstate it with a re-verification")
     elif voucher.status == "cancelled":
         voucher.voucher_id, voucher.status = new_voucher_id(), "active"  # card replaced: a new voucher id
-        voucher.active_region = _default_region(active)
+        voucher.active_region = region
         records.record(session, voucher, "activation", channel=channel_id, reactivated=True)
     if p.get("pin") is not None and voucher.pin_hash is not None:
         pins.check(session, rt, voucher, p["pin"])  # one PIN across all channels; checked before binding
-    if voucher.active_region not in {e.region_code for e in active}:
-        voucher.active_region = _default_region(active)
+    if registry.active_enrolment(session, person, voucher.active_region) is None:
+        voucher.active_region = region
     _bind(session, voucher, channel_id, p["channel_user_id"])
     if p.get("pin") is not None and voucher.pin_hash is None:
         pins.set_new(session, rt, voucher, person, p["pin"], kind="pin_set")
     return {"voucher_id": voucher.voucher_id, "status": voucher.status, "created": created,
             "active_region": voucher.active_region, "channel": channel_id,
             "channel_user_id": p["channel_user_id"], "pin_set": voucher.pin_hash is not None}
-
-
-def _default_region(active: list[Enrolment]) -> str:
-    """The most recent active enrolment is where the person is insured now."""
-    return max(active, key=lambda e: (e.since, e.region_code)).region_code
 
 
 def _bind(session: Session, voucher: Voucher, channel_id: str, channel_user_id: str) -> ChannelBinding:

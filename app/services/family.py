@@ -9,11 +9,10 @@ from sqlalchemy.orm import Session
 
 from crypto import idcard
 from crypto.masking import mask_name
-from crypto.tokens import new_voucher_id
 
 from ..errors import DomainError
 from ..store.models import FamilyLink, Person, Revocation, Voucher
-from . import records, registry
+from . import records, registry, vouchers
 from .vouchers import aware, person_of, utc
 
 MAX_MEMBERS = 5
@@ -61,14 +60,8 @@ def links_view(session: Session, rt, voucher: Voucher) -> list[dict]:
 def create(session: Session, rt, guardian: Voucher, p: dict) -> dict:
     """Link a member: a minor (≤ 16) at once with a declared relation and document; others on acceptance."""
     now = utc(rt.clock.now())
+    member = registry.identify(session, rt, p["id_number"], p["name"])
     number = p["id_number"].upper()
-    if not idcard.validate_id_number(number):
-        raise DomainError("invalid_id_number", "The member's ID number is not valid")
-    member = registry.find_by_id_number(session, rt, number)
-    if member is None:
-        raise DomainError("person_not_enrolled", "The member is not in the enrolment registry")
-    if member.name != p["name"].strip():
-        raise DomainError("name_mismatch", "The member's name does not match the registry")
     if member.id == guardian.person_id:
         raise DomainError("invalid_request", "You cannot link yourself")
     live = [lk for lk in links_of(session, rt, guardian) if lk.guardian_voucher_id == guardian.id and lk.status in LIVE]
@@ -100,14 +93,7 @@ def create(session: Session, rt, guardian: Voucher, p: dict) -> dict:
 
 def _activate_minor(session: Session, member: Person, guardian: Voucher) -> Voucher:
     """A guardian activates a minor's voucher (the minor has no phone of their own)."""
-    active = [e for e in registry.enrolments(session, member) if e.status == "active"]
-    if not active:
-        raise DomainError("person_not_enrolled", "The minor has no active enrolment")
-    region = max(active, key=lambda e: (e.since, e.region_code)).region_code
-    voucher = Voucher(voucher_id=new_voucher_id(), person_id=member.id, status="active", active_region=region,
-                      pin_initial=False, pin_failures=0, pin_free_limit_fen=0)
-    session.add(voucher)
-    session.flush()
+    voucher = vouchers.create(session, member)
     records.record(session, voucher, "activation", actor=guardian.voucher_id, by="guardian")
     return voucher
 

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from crypto import idcard
 
+from ..errors import DomainError
 from ..store.models import Enrolment, Person
 
 COLUMNS = ("person_no", "id_type", "id_number", "name", "phone", "region_code", "insurance_type",
@@ -177,6 +178,27 @@ def _apply(session: Session, rt, rows: list[tuple[int, dict]], report: ImportRep
 def find_by_id_number(session: Session, rt, id_number: str) -> Person | None:
     idx = rt.fields.index(id_number.upper(), ID_CONTEXT)
     return session.scalars(select(Person).where(Person.id_index == idx)).first()
+
+
+def identify(session: Session, rt, id_number_text: str, name: str) -> Person:
+    """The registry's person for an ID number and name, or the refusal's code."""
+    number = id_number_text.upper()
+    if not idcard.validate_id_number(number):
+        raise DomainError("invalid_id_number", "The ID number is not valid (GB 11643 check digit)")
+    person = find_by_id_number(session, rt, number)
+    if person is None:
+        raise DomainError("person_not_enrolled", "Insured person not found; insured info may not be synced yet")
+    if person.name != name.strip():
+        raise DomainError("name_mismatch", "The name does not match the enrolment registry")
+    return person
+
+
+def current_region(session: Session, person: Person) -> str:
+    """The most recent active enrolment is where the person is insured now."""
+    active = [e for e in enrolments(session, person) if e.status == "active"]
+    if not active:
+        raise DomainError("person_not_enrolled", "The person has no active enrolment")
+    return max(active, key=lambda e: (e.since, e.region_code)).region_code
 
 
 def id_number(rt, person: Person) -> str:

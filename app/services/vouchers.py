@@ -7,6 +7,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from crypto import idcard
+from crypto.tokens import new_voucher_id
 from crypto.masking import mask_id_number, mask_name, mask_phone  # noqa: F401 (mask_phone re-exported)
 
 from ..errors import DomainError
@@ -34,6 +35,16 @@ def same_pooling_area(a: str, b: str) -> bool:
     if a[:2] in MUNICIPALITIES or a.endswith("0000") or b.endswith("0000"):
         return True
     return a[:4] == b[:4]
+
+
+def create(session: Session, person: Person) -> Voucher:
+    """A new active voucher (一人一码) in the person's current insured region."""
+    voucher = Voucher(voucher_id=new_voucher_id(), person_id=person.id, status="active",
+                      active_region=registry.current_region(session, person), pin_initial=False,
+                      pin_failures=0, pin_free_limit_fen=0)
+    session.add(voucher)
+    session.flush()
+    return voucher
 
 
 def by_public_id(session: Session, voucher_id: str) -> Voucher:

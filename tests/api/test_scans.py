@@ -174,7 +174,6 @@ def test_payment_needs_a_pin_that_is_not_initial(world):
 
 def test_region_not_enrolled_after_enrolment_suspended(world):
     from app.services import registry, vouchers
-    from app.store.models import Enrolment
     holder = world.holder("刘洋")  # 410700 and 110000
     token = world.qr(holder)
     with world.app.app_context():

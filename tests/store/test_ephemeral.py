@@ -9,7 +9,7 @@ import pytest
 from app.store import migrate
 from app.store.engine import make_engine
 from app.store.ephemeral import RedisStore, SqlStore, StoreUnavailable
-from tests.conftest import PG_URL, REDIS_URL, need_service, pg_available, redis_available
+from tests.conftest import REDIS_URL, need_service, pg_available, redis_available
 
 
 @pytest.fixture(params=["sql-sqlite", "sql-postgresql", "redis"])
