@@ -33,6 +33,8 @@ class Runtime:
     pins: PinHasher
     clock: Clock = field(default_factory=Clock)
     keyring_cache: dict = field(default_factory=dict)
+    # Per-worker caches of things that may be seconds stale (institutions, verified access tokens).
+    caches: dict = field(default_factory=dict)
 
     def session(self) -> Session:
         """The request's database session (one per app context)."""

@@ -27,6 +27,21 @@ def _bearer() -> str:
 def claims_for(audience: str) -> dict:
     rt = runtime()
     token = _bearer()
+    now = rt.clock.now()
+    # A verified access token is remembered until it expires: the signature check is the same
+    # answer every time, and callers present the same token for minutes.
+    cache = rt.caches.setdefault("access", {})
+    hit = cache.get((audience, token))
+    if hit is not None and hit["exp"] >= now:
+        return hit
+    claims = _verify(rt, token, audience)
+    if len(cache) > 20_000:
+        cache.clear()
+    cache[(audience, token)] = claims
+    return claims
+
+
+def _verify(rt, token: str, audience: str) -> dict:
     ring = keys.keyring(rt, rt.session())
     try:
         return verify_access(token, ring, audience=audience, now=int(rt.clock.now()),

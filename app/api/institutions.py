@@ -53,7 +53,7 @@ def oauth_token():
 
 def _institution():
     rt = runtime()
-    inst = institutions.by_code(rt.session(), g.auth["sub"])
+    inst = institutions.cached(rt.session(), rt, g.auth["sub"])
     if inst is None:
         raise DomainError("unauthorized", "Unknown institution")
     return rt, inst

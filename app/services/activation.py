@@ -5,7 +5,7 @@ import datetime as dt
 import hashlib
 import json
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -124,14 +124,19 @@ def open_session(session: Session, rt, channel_id: str, channel_user_id: str) ->
     return {"access_token": token, "token_type": "Bearer", "expires_in": ttl, "voucher_id": voucher.voucher_id}
 
 
+# Built once: this runs on every holder request.
+_HOLDER = (select(ChannelBinding, Voucher).join(Voucher, Voucher.id == ChannelBinding.voucher_id)
+           .where(ChannelBinding.id == bindparam("bid")))
+
+
 def holder_from_claims(session: Session, claims: dict) -> Voucher:
     """The voucher a holder token speaks for; the channel binding must still be live."""
-    binding = session.get(ChannelBinding, claims.get("bid"))
-    if binding is None or binding.status != "active" or binding.session_epoch != claims.get("ep") \
-            or binding.channel_id != claims.get("ch"):
+    row = session.execute(_HOLDER, {"bid": claims.get("bid")}).first()
+    if row is None:
         raise DomainError("unauthorized", "The holder session has ended")
-    voucher = session.get(Voucher, binding.voucher_id)
-    if voucher is None or voucher.voucher_id != claims.get("sub"):
+    binding, voucher = row
+    if binding.status != "active" or binding.session_epoch != claims.get("ep") \
+            or binding.channel_id != claims.get("ch") or voucher.voucher_id != claims.get("sub"):
         raise DomainError("unauthorized", "The holder session has ended")
     return voucher
 

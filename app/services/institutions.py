@@ -5,6 +5,7 @@ import hashlib
 import hmac
 import re
 import secrets
+from dataclasses import dataclass
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -56,3 +57,32 @@ def authenticate(session: Session, client_id: str, secret: str) -> Institution:
 
 def by_code(session: Session, code: str) -> Institution | None:
     return session.scalars(select(Institution).where(Institution.code == code)).first()
+
+
+@dataclass(frozen=True)
+class InstitutionView:
+    id: int
+    code: str
+    kind: str
+    region_code: str
+    status: str
+
+
+CACHE_SECONDS = 5.0
+
+
+def cached(session: Session, rt, code: str) -> InstitutionView | None:
+    """An institution as seen at most 5 s ago: a scan-path read saved per request.
+
+    A deactivation therefore stops scans within 5 seconds (docs/decisions.md)."""
+    cache = rt.caches.setdefault("institutions", {})
+    now = rt.clock.now()
+    hit = cache.get(code)
+    if hit is not None and now - hit[1] <= CACHE_SECONDS:
+        return hit[0]
+    inst = by_code(session, code)
+    view = InstitutionView(inst.id, inst.code, inst.kind, inst.region_code, inst.status) if inst else None
+    if len(cache) > 10_000:
+        cache.clear()
+    cache[code] = (view, now)
+    return view

@@ -76,7 +76,9 @@ def keyring(rt, session: Session, *, refresh: bool = False) -> kr.Keyring:
     """The cached keyring; reloaded every few seconds so a rotation by the CLI reaches all workers."""
     cached = rt.keyring_cache.get("ring")
     now = rt.clock.now()
-    if refresh or cached is None or now - rt.keyring_cache.get("at", 0) > CACHE_SECONDS:
+    age = now - rt.keyring_cache.get("at", 0)
+    # A forced refresh (unknown kid) reloads at most once a second, so junk tokens cannot hammer the database.
+    if cached is None or age > CACHE_SECONDS or (refresh and age > 1.0):
         cached = load_keyring(session, rt)
         rt.keyring_cache.update(ring=cached, at=now)
     return cached

@@ -1,10 +1,10 @@
 """Append-only usage records: every scan and every state change of a voucher."""
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
-from ..store.models import UsageRecord, Voucher
+from ..store.models import UsageRecord, Voucher, utcnow
 
 KINDS = ("activation", "bind", "unbind", "session", "reverification", "scan", "region_switch",
          "family_link", "family_accept", "family_end", "loss_report", "reinstate", "pin_set",
@@ -12,15 +12,19 @@ KINDS = ("activation", "bind", "unbind", "session", "reverification", "scan", "r
          "filing_cancel", "qr_issued_for_member")
 
 
+_INSERT = insert(UsageRecord)
+
+
 def record(session: Session, voucher: Voucher | None, kind: str, *, actor: str | None = None,
-           channel: str | None = None, institution: str | None = None, **detail) -> UsageRecord:
-    """Append one record; details must never hold an ID number, phone, PIN or token."""
+           channel: str | None = None, institution: str | None = None, **detail) -> None:
+    """Append one record in the session's transaction; details never hold an ID number, phone, PIN or token."""
     if kind not in KINDS:
         raise ValueError(f"unknown record kind {kind}")
-    rec = UsageRecord(voucher_id=voucher.id if voucher else None, kind=kind, actor=actor,
-                      channel_id=channel, institution_code=institution, detail=detail)
-    session.add(rec)
-    return rec
+    # A Core insert, not session.add(): records are never read back in the same unit of work,
+    # and this is on the scan path.
+    session.connection().execute(_INSERT, {"voucher_id": voucher.id if voucher else None, "kind": kind, "actor": actor,
+                              "channel_id": channel, "institution_code": institution, "detail": detail,
+                              "created_at": utcnow()})
 
 
 def page(session: Session, voucher: Voucher, cursor: int | None, limit: int = 20) -> tuple[list, int | None]:

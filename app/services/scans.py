@@ -1,12 +1,12 @@
 """Scans at the institution: verify a QR token once and hand out the visit's ec_token."""
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import logging
 import secrets
-import string
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, insert, select
 from sqlalchemy.orm import Session
 
 from crypto import tokens
@@ -15,19 +15,16 @@ from crypto.tokens import TokenError
 from .. import metrics
 from ..errors import DomainError
 from ..store.ephemeral import StoreUnavailable
-from ..store.models import Institution, RemoteCareFiling, Scan, Voucher
+from ..store.models import Person, RemoteCareFiling, Scan, Voucher
 from . import family, keys, records, registry
-from .vouchers import aware, person_card, person_of, require_usable, same_pooling_area, utc
+from .vouchers import aware, person_card, require_usable, same_pooling_area, utc
 
 log = logging.getLogger(__name__)
 PURPOSES = ("registration", "outpatient_settlement", "inpatient_settlement", "pharmacy", "query", "emergency")
 PAYMENT_PURPOSES = ("outpatient_settlement", "inpatient_settlement", "pharmacy")
-_EC_ALPHABET = string.ascii_uppercase + string.digits
-
-
 def ec_token(region: str) -> str:
-    """National shape: 6-digit region + 'ec' + 30 random characters."""
-    return region + "ec" + "".join(secrets.choice(_EC_ALPHABET) for _ in range(30))
+    """National shape: 6-digit region + 'ec' + 30 random characters (A-Z, 2-7: 150 bits)."""
+    return region + "ec" + base64.b32encode(secrets.token_bytes(20)).decode()[:30]
 
 
 def _verify(session: Session, rt, text: str, now: int):
@@ -52,7 +49,7 @@ _TOKEN_DETAIL = {
 }
 
 
-def _rate_limit(rt, inst: Institution) -> None:
+def _rate_limit(rt, inst) -> None:
     try:
         allowed, retry = rt.store.hit(f"scan:{inst.code}", rt.config.scan_rate_per_minute, 60)
     except StoreUnavailable:
@@ -63,7 +60,7 @@ def _rate_limit(rt, inst: Institution) -> None:
                           headers={"Retry-After": str(retry)})
 
 
-def scan(session: Session, rt, inst: Institution, text: str, purpose: str) -> dict:
+def scan(session: Session, rt, inst, text: str, purpose: str) -> dict:
     """Verify, check every rule, consume once, record; refusals carry their own code."""
     try:
         return _scan(session, rt, inst, text, purpose)
@@ -72,40 +69,55 @@ def scan(session: Session, rt, inst: Institution, text: str, purpose: str) -> di
         raise
 
 
-def _scan(session: Session, rt, inst: Institution, text: str, purpose: str) -> dict:
+# Built once: these run on every scan.
+_VOUCHER_AND_PERSON = (select(Voucher, Person).join(Person, Person.id == Voucher.person_id)
+                       .where(Voucher.voucher_id == bindparam("vid")))
+
+
+_INSERT_SCAN = insert(Scan)
+
+
+def _scan(session: Session, rt, inst, text: str, purpose: str) -> dict:
     if inst.status != "active":
         raise DomainError("institution_inactive", "This institution may not scan")
     _rate_limit(rt, inst)
     now = int(rt.clock.now())
     claims = _verify(session, rt, text.strip(), now)
-    voucher = session.scalars(select(Voucher).where(Voucher.voucher_id == claims.voucher_id)).first()
-    if voucher is None:
+    row = session.execute(_VOUCHER_AND_PERSON, {"vid": claims.voucher_id}).first()
+    if row is None:
         raise DomainError("voucher_not_found", "No such voucher")
+    voucher, person = row
     try:
-        presenter = _check(session, rt, inst, voucher, claims, purpose, now)
+        facts = _check(session, rt, inst, voucher, person, claims, purpose, now)
     except DomainError as exc:
-        records.record(session, voucher, "scan", institution=inst.code, result=exc.code,
-                       token_id=claims.token_id, purpose=purpose)
-        session.commit()
-        log.info("scan refused", extra={"token_id": claims.token_id, "code": exc.code,
-                                        "institution": inst.code})
+        _refused(session, voucher, inst, claims, purpose, exc.code)
         raise
+    ttl = max(claims.exp - now, 0) + rt.config.clock_skew + 1
     try:
-        fresh = rt.store.consume(voucher.voucher_id, claims.token_id,
-                                 max(claims.exp - now, 0) + rt.config.clock_skew + 1)
+        # The SQL store marks the token inside this transaction: the mark and the scan commit together.
+        fresh = rt.store.consume(voucher.voucher_id, claims.token_id, ttl,
+                                 conn=session.connection() if rt.store.name == "sql" else None)
     except StoreUnavailable:
+        session.rollback()
         metrics.STORE_ERRORS.labels("consume").inc()
         raise DomainError("service_unavailable", "Cannot confirm the code is unused; try again",
                           headers={"Retry-After": "1"}) from None
     if not fresh:
-        records.record(session, voucher, "scan", institution=inst.code, result="token_already_used",
-                       token_id=claims.token_id, purpose=purpose)
-        session.commit()
+        session.rollback()
+        _refused(session, voucher, inst, claims, purpose, "token_already_used")
         raise DomainError("token_already_used", "This code was already used; ask for a fresh one")
-    return _accept(session, rt, inst, voucher, claims, purpose, presenter, now)
+    return _accept(session, rt, inst, voucher, person, claims, purpose, facts, now)
 
 
-def _check(session, rt, inst, voucher, claims, purpose, now) -> dict | None:
+def _refused(session: Session, voucher: Voucher, inst, claims, purpose: str, code: str) -> None:
+    """Refusals of a code that named a voucher are part of that voucher's record too."""
+    records.record(session, voucher, "scan", institution=inst.code, result=code,
+                   token_id=claims.token_id, purpose=purpose)
+    session.commit()
+    log.info("scan refused", extra={"token_id": claims.token_id, "code": code, "institution": inst.code})
+
+
+def _check(session, rt, inst, voucher, person, claims, purpose, now) -> dict:
     """Every rule that can refuse a well-signed token; returns the presenting guardian, if any."""
     require_usable(voucher)
     if voucher.suspended_at and claims.iat <= aware(voucher.suspended_at).timestamp():
@@ -115,7 +127,6 @@ def _check(session, rt, inst, voucher, claims, purpose, now) -> dict | None:
         presenter = family.presenter(session, rt, voucher, claims.actor, claims.iat)
         if presenter is None:
             raise DomainError("token_revoked", "The family link this code was shown under has ended")
-    person = person_of(session, voucher)
     enrolment = registry.active_enrolment(session, person, claims.region)
     if enrolment is None:
         raise DomainError("region_not_enrolled", "The person is not actively insured in the code's region")
@@ -142,8 +153,7 @@ def covering_filing(session: Session, person_id: int, region: str, today: dt.dat
     return None
 
 
-def _accept(session, rt, inst, voucher, claims, purpose, facts, now) -> dict:
-    person = person_of(session, voucher)
+def _accept(session, rt, inst, voucher, person, claims, purpose, facts, now) -> dict:
     scan_id = "scn_" + secrets.token_hex(12)
     ec = ec_token(claims.region)
     ec_ttl = rt.config.ec_token_ttl
@@ -161,8 +171,9 @@ def _accept(session, rt, inst, voucher, claims, purpose, facts, now) -> dict:
         "token_id": claims.token_id,
         "scanned_at": utc(now).isoformat().replace("+00:00", "Z"),
     }
-    session.add(Scan(scan_id=scan_id, institution_id=inst.id, voucher_id=voucher.id, token_id=claims.token_id,
-                     purpose=purpose, ec_token=ec, ec_expires_at=utc(now + ec_ttl), result=body))
+    session.connection().execute(_INSERT_SCAN, {"scan_id": scan_id, "institution_id": inst.id, "voucher_id": voucher.id,
+                                   "token_id": claims.token_id, "purpose": purpose, "ec_token": ec,
+                                   "ec_expires_at": utc(now + ec_ttl), "result": body, "created_at": utc(now)})
     records.record(session, voucher, "scan", institution=inst.code, result="ok", purpose=purpose,
                    token_id=claims.token_id, scan_id=scan_id, actor_guardian=bool(claims.actor))
     session.commit()
@@ -171,7 +182,7 @@ def _accept(session, rt, inst, voucher, claims, purpose, facts, now) -> dict:
     return body
 
 
-def get(session: Session, inst: Institution, scan_id: str) -> dict:
+def get(session: Session, inst, scan_id: str) -> dict:
     """An institution's own scan; another's looks exactly like a missing one."""
     row = session.scalars(select(Scan).where(Scan.scan_id == scan_id)).first()
     if row is None or row.institution_id != inst.id:

@@ -21,4 +21,6 @@ def make_engine(url: str) -> Engine:
         return engine
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url[len("postgresql://"):]
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+    # No pre-ping (a round trip per request): connections are recycled instead, and a dead one
+    # fails that request with service_unavailable and is replaced.
+    return create_engine(url, pool_recycle=1800, pool_size=5, max_overflow=10)

@@ -6,12 +6,9 @@ import random
 import time
 from typing import Protocol
 
-from sqlalchemy import and_, delete, select
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Engine
+from sqlalchemy import text
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
-
-from .models import EphemeralEntry, RateCounter
 
 
 class StoreUnavailable(Exception):
@@ -21,8 +18,10 @@ class StoreUnavailable(Exception):
 class EphemeralStore(Protocol):
     name: str
 
-    def consume(self, tag: str, token_id: str, ttl: int) -> bool:
-        """Mark a token used; True only for the first caller, atomically across workers."""
+    def consume(self, tag: str, token_id: str, ttl: int, *, conn=None) -> bool:
+        """Mark a token used; True only for the first caller, atomically across workers.
+
+        The SQL store joins `conn`'s transaction when given, so the mark and the scan commit together."""
 
     def use_nonce(self, scope: str, nonce: str, ttl: int) -> bool:
         """Record a nonce; True when it had not been seen within its ttl."""
@@ -40,41 +39,45 @@ class EphemeralStore(Protocol):
         """Raise StoreUnavailable when the backing service cannot be reached."""
 
 
-def _insert(engine: Engine):
-    return postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
+# Plain SQL that SQLite (≥ 3.35) and PostgreSQL both run, prepared once: this is the hot path.
+_TAKE = text(
+    "INSERT INTO ephemeral_entries (scope, key, expires_at) VALUES (:scope, :key, :expires) "
+    "ON CONFLICT (scope, key) DO UPDATE SET expires_at = excluded.expires_at "
+    "WHERE ephemeral_entries.expires_at < :now RETURNING key")  # an expired entry is taken over
+_HIT = text(
+    'INSERT INTO rate_counters (key, "window", count, expires_at) VALUES (:key, :window, 1, :expires) '
+    'ON CONFLICT (key, "window") DO UPDATE SET count = rate_counters.count + 1 RETURNING count')
+_PURGE_ENTRIES = text("DELETE FROM ephemeral_entries WHERE expires_at < :now")
+_PURGE_COUNTERS = text("DELETE FROM rate_counters WHERE expires_at < :now")
+_MEMBERS = text("SELECT key FROM ephemeral_entries WHERE scope = 'set' AND key >= :lo AND key < :hi "
+                "AND expires_at >= :now")
 
 
 class SqlStore:
-    """SQL-backed store: primary-key inserts make consumption atomic on SQLite and PostgreSQL."""
+    """SQL-backed store: primary-key upserts make consumption atomic on SQLite and PostgreSQL."""
 
     name = "sql"
 
     def __init__(self, engine: Engine, clock=time.time):
         self.engine = engine
         self.clock = clock
-        self._insert = _insert(engine)
 
-    def _add(self, scope: str, key: str, ttl: int) -> bool:
+    def _add(self, scope: str, key: str, ttl: int, conn: Connection | None = None) -> bool:
         now = int(self.clock())
+        params = {"scope": scope, "key": key, "expires": now + ttl, "now": now}
         try:
-            with self.engine.begin() as conn:
-                if random.random() < 0.01:  # purge expired rows now and then
-                    conn.execute(delete(EphemeralEntry).where(EphemeralEntry.expires_at < now))
-                existing = conn.execute(select(EphemeralEntry.expires_at).where(
-                    and_(EphemeralEntry.scope == scope, EphemeralEntry.key == key))).scalar()
-                if existing is not None and existing < now:
-                    conn.execute(delete(EphemeralEntry).where(
-                        and_(EphemeralEntry.scope == scope, EphemeralEntry.key == key,
-                             EphemeralEntry.expires_at < now)))
-                stmt = self._insert(EphemeralEntry).values(scope=scope, key=key, expires_at=now + ttl)
-                # RETURNING, not rowcount: some drivers report -1 for ON CONFLICT inserts.
-                inserted = conn.execute(stmt.on_conflict_do_nothing().returning(EphemeralEntry.key)).first()
-                return inserted is not None
+            if conn is not None:  # inside the caller's transaction: commits or rolls back with it
+                return conn.execute(_TAKE, params).first() is not None
+            with self.engine.begin() as own:
+                taken = own.execute(_TAKE, params).first() is not None
+                if random.random() < 0.001:  # purge expired rows now and then
+                    own.execute(_PURGE_ENTRIES, {"now": now})
+                return taken
         except SQLAlchemyError as exc:
             raise StoreUnavailable(str(exc.__class__.__name__)) from exc
 
-    def consume(self, tag: str, token_id: str, ttl: int) -> bool:
-        return self._add("used", token_id, ttl)
+    def consume(self, tag: str, token_id: str, ttl: int, *, conn: Connection | None = None) -> bool:
+        return self._add("used", token_id, ttl, conn)
 
     def use_nonce(self, scope: str, nonce: str, ttl: int) -> bool:
         return self._add("nonce", f"{scope}|{nonce}", ttl)
@@ -84,13 +87,9 @@ class SqlStore:
         start = now - now % window
         try:
             with self.engine.begin() as conn:
-                stmt = self._insert(RateCounter).values(key=key, window=start, count=1,
-                                                        expires_at=start + window)
-                stmt = stmt.on_conflict_do_update(index_elements=["key", "window"],
-                                                  set_={"count": RateCounter.count + 1})
-                count = conn.execute(stmt.returning(RateCounter.count)).scalar_one()
-                if random.random() < 0.01:
-                    conn.execute(delete(RateCounter).where(RateCounter.expires_at < now))
+                count = conn.execute(_HIT, {"key": key, "window": start, "expires": start + window}).scalar_one()
+                if random.random() < 0.001:
+                    conn.execute(_PURGE_COUNTERS, {"now": now})
         except SQLAlchemyError as exc:
             raise StoreUnavailable(str(exc.__class__.__name__)) from exc
         return count <= limit, start + window - now
@@ -99,21 +98,19 @@ class SqlStore:
         self._add("set", f"{group}|{member}", ttl)
 
     def members(self, group: str) -> list[str]:
-        now = int(self.clock())
-        prefix = f"{group}|"
+        # "|" sorts just below "}", so [group|, group}) is exactly the keys that start with "group|".
+        lo, hi = f"{group}|", f"{group}}}"
         try:
             with self.engine.connect() as conn:
-                rows = conn.execute(select(EphemeralEntry.key).where(
-                    EphemeralEntry.scope == "set", EphemeralEntry.key.startswith(prefix, autoescape=True),
-                    EphemeralEntry.expires_at >= now)).scalars().all()
+                rows = conn.execute(_MEMBERS, {"lo": lo, "hi": hi, "now": int(self.clock())}).scalars().all()
         except SQLAlchemyError as exc:
             raise StoreUnavailable(str(exc.__class__.__name__)) from exc
-        return [k[len(prefix):] for k in rows]
+        return [k[len(lo):] for k in rows]
 
     def ping(self) -> None:
         try:
             with self.engine.connect() as conn:
-                conn.execute(select(1))
+                conn.execute(text("SELECT 1"))
         except SQLAlchemyError as exc:
             raise StoreUnavailable(str(exc.__class__.__name__)) from exc
 
@@ -138,7 +135,7 @@ class RedisStore:
         except self._redis_mod.RedisError as exc:
             raise StoreUnavailable(exc.__class__.__name__) from exc
 
-    def consume(self, tag: str, token_id: str, ttl: int) -> bool:
+    def consume(self, tag: str, token_id: str, ttl: int, *, conn=None) -> bool:
         key = f"{self.prefix}:used:{{{tag}}}:{token_id}"
         return bool(self._call(self.client.set, key, b"1", nx=True, ex=max(ttl, 1)))
 
