@@ -8,13 +8,13 @@ import json
 import re
 from dataclasses import dataclass, field
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from crypto import idcard
 
 from ..errors import DomainError
-from ..store.models import Enrolment, Person
+from ..store.models import Enrolment, Person, utcnow
 
 COLUMNS = ("person_no", "id_type", "id_number", "name", "phone", "region_code", "insurance_type",
            "status", "since")
@@ -128,16 +128,37 @@ def import_text(session: Session, rt, text: str, fmt: str, batch: int = 2000) ->
     return report
 
 
+class _Person:
+    """One person as the batch sees it: as stored (id set) or new; the batch's last values."""
+    __slots__ = ("id", "person_no", "id_index", "new", "id_type", "name", "id_number", "phone")
+
+    def __init__(self, id_: int | None, person_no: str, id_index: str, new: bool = False):
+        self.id, self.person_no, self.id_index, self.new = id_, person_no, id_index, new
+        self.id_type = self.name = self.id_number = self.phone = None
+
+
 def _apply(session: Session, rt, rows: list[tuple[int, dict]], report: ImportReport) -> None:
-    """Upsert one batch: persons first (one flush), then their enrolments."""
+    """Upsert one batch with Core executemany statements, then commit.
+
+    Rows are decided one after another, exactly as sequential upserts would be (the same person
+    or enrolment twice in a batch: the last row wins; an ID number held by another person_no,
+    in the database or earlier in the batch, refuses that line). Only each person's and each
+    enrolment's final values are then written: ID-number moves (rare) in row order, existing
+    persons updated, new persons inserted, their ids read back by person_no, enrolments
+    updated (only if changed) or inserted.
+    """
     fields = rt.fields
-    person_nos = {r["person_no"] for _, r in rows}
+    persons, enrols = Person.__table__, Enrolment.__table__
     for _, r in rows:
         r["_idx"] = fields.index(r["id_number"], ID_CONTEXT)
-    by_no = {p.person_no: p for p in session.scalars(select(Person).where(Person.person_no.in_(person_nos)))}
-    by_index = {p.id_index: p for p in session.scalars(
-        select(Person).where(Person.id_index.in_({r["_idx"] for _, r in rows})))}
-    accepted: list[tuple[Person, dict]] = []
+    cols = (persons.c.id, persons.c.person_no, persons.c.id_index)
+    by_no = {no: _Person(pid, no, idx) for pid, no, idx in session.execute(
+        select(*cols).where(persons.c.person_no.in_({r["person_no"] for _, r in rows})))}
+    by_index: dict[str, _Person] = {}
+    for pid, no, idx in session.execute(select(*cols).where(persons.c.id_index.in_({r["_idx"] for _, r in rows}))):
+        by_index[idx] = by_no.get(no) or _Person(pid, no, idx)
+    moves: list[dict] = []  # ID-number changes of stored persons, in row order
+    accepted: list[tuple[_Person, dict]] = []
     for line, r in rows:
         idx = r["_idx"]
         person, other = by_no.get(r["person_no"]), by_index.get(idx)
@@ -146,33 +167,78 @@ def _apply(session: Session, rt, rows: list[tuple[int, dict]], report: ImportRep
                                   "detail": "ID number already belongs to another person_no"})
             continue
         if person is None:
-            person = Person(person_no=r["person_no"], id_index=idx)
-            session.add(person)
+            person = _Person(None, r["person_no"], idx, new=True)
             by_no[r["person_no"]] = by_index[idx] = person
             report.persons_created += 1
         elif person.id_index != idx:
             by_index.pop(person.id_index, None)
             person.id_index = idx
             by_index[idx] = person
-        person.id_type, person.name = r["id_type"], r["name"]
-        person.id_number_enc = fields.encrypt(r["id_number"], ID_CONTEXT)
+            if not person.new:
+                moves.append({"b_id": person.id, "id_index": idx})
+        person.id_type, person.name, person.id_number = r["id_type"], r["name"], r["id_number"]
         if r["phone"]:
-            person.phone_enc = fields.encrypt(r["phone"], PHONE_CONTEXT)
-            person.phone_index = fields.index(r["phone"], PHONE_CONTEXT)
+            person.phone = r["phone"]
         accepted.append((person, r))
-    session.flush()
-    existing: dict[tuple[int, str], Enrolment] = {
-        (e.person_id, e.region_code): e for e in session.scalars(
-            select(Enrolment).where(Enrolment.person_id.in_({p.id for p, _ in accepted})))}
-    for person, r in accepted:
-        enrol = existing.get((person.id, r["region_code"]))
-        if enrol is None:
-            enrol = existing[(person.id, r["region_code"])] = Enrolment(
-                person_id=person.id, region_code=r["region_code"])
-            session.add(enrol)
-        enrol.insurance_type, enrol.status, enrol.since = r["insurance_type"], r["status"], r["since"]
-        report.applied += 1
+    if not accepted:
+        session.commit()
+        return
+
+    now = utcnow()
+    touched = list({id(p): p for p, _ in accepted}.values())
+    by_id = persons.c.id == bindparam("b_id")
+    if moves:  # each step's target is free once the steps before it are done
+        session.execute(update(persons).where(by_id).values(id_index=bindparam("id_index")), moves)
+    updates: dict[bool, list[dict]] = {True: [], False: []}
+    inserts: list[dict] = []
+    for p in touched:
+        values = {"id_type": p.id_type, "name": p.name,
+                  "id_number_enc": fields.encrypt(p.id_number, ID_CONTEXT), "updated_at": now}
+        if p.phone or p.new:
+            values["phone_enc"] = fields.encrypt(p.phone, PHONE_CONTEXT) if p.phone else None
+            values["phone_index"] = fields.index(p.phone, PHONE_CONTEXT) if p.phone else None
+        if p.new:
+            inserts.append({"person_no": p.person_no, "id_index": p.id_index, "created_at": now, **values})
+        else:
+            updates[bool(p.phone)].append({"b_id": p.id, **values})
+    for group in updates.values():
+        if group:
+            session.execute(update(persons).where(by_id), group)
+    if inserts:
+        session.execute(insert(persons), inserts)
+        new = {p.person_no: p for p in touched if p.new}
+        for pid, no in session.execute(select(persons.c.id, persons.c.person_no)
+                                       .where(persons.c.person_no.in_(list(new)))):
+            new[no].id = pid
+
+    final: dict[tuple[int, str], dict] = {}
+    for p, r in accepted:
+        final[(p.id, r["region_code"])] = r
+    stored = {(pid, region): (eid, (itype, status, since)) for eid, pid, region, itype, status, since in
+              session.execute(select(enrols.c.id, enrols.c.person_id, enrols.c.region_code,
+                                     enrols.c.insurance_type, enrols.c.status, enrols.c.since)
+                              .where(enrols.c.person_id.in_({p.id for p in touched})))}
+    enrol_updates: list[dict] = []
+    enrol_inserts: list[dict] = []
+    for (pid, region), r in final.items():
+        values = (r["insurance_type"], r["status"], r["since"])
+        old = stored.get((pid, region))
+        if old is None:
+            enrol_inserts.append({"person_id": pid, "region_code": region, "insurance_type": values[0],
+                                  "status": values[1], "since": values[2], "updated_at": now})
+        elif old[1] != values:  # unchanged enrolments are not written (as the ORM did)
+            enrol_updates.append({"b_id": old[0], "insurance_type": values[0], "status": values[1],
+                                  "since": values[2], "updated_at": now})
+    if enrol_updates:
+        session.execute(update(enrols).where(enrols.c.id == bindparam("b_id")), enrol_updates)
+    if enrol_inserts:
+        session.execute(insert(enrols), enrol_inserts)
+    report.applied += len(accepted)
     session.commit()
+    # Core statements bypass the identity map: objects this session already holds are refreshed on next use.
+    for obj in list(session.identity_map.values()):
+        if isinstance(obj, (Person, Enrolment)):
+            session.expire(obj)
 
 
 def find_by_id_number(session: Session, rt, id_number: str) -> Person | None:
@@ -214,10 +280,13 @@ def enrolments(session: Session, person: Person) -> list[Enrolment]:
                                 .order_by(Enrolment.region_code)))
 
 
+_ACTIVE_ENROLMENT = select(Enrolment).where(Enrolment.person_id == bindparam("pid"),
+                                            Enrolment.region_code == bindparam("region"),
+                                            Enrolment.status == "active")
+
+
 def active_enrolment(session: Session, person: Person, region: str) -> Enrolment | None:
-    return session.scalars(select(Enrolment).where(Enrolment.person_id == person.id,
-                                                   Enrolment.region_code == region,
-                                                   Enrolment.status == "active")).first()
+    return session.scalars(_ACTIVE_ENROLMENT, {"pid": person.id, "region": region}).first()
 
 
 def set_phone(rt, person: Person, phone: str) -> None:

@@ -80,3 +80,72 @@ def test_raw_database_holds_no_plaintext_id_or_phone(app, backend):
     assert ID1 not in blob and ID1.encode().hex() not in blob
     assert "13800001111" not in blob and b"13800001111".hex() not in blob
     assert "张三" in blob  # the name itself is stored in clear (see docs/operations.md)
+
+
+def test_same_person_twice_in_one_batch_is_a_sequential_upsert(app):
+    csv = HEADER + "\n".join([
+        f"P1,01,{ID1},张三,13800001111,110000,employee,active,2020-01-01",
+        f"P1,01,{ID1},张三丰,,110000,resident,suspended,2021-01-01",
+        f"P1,01,{ID1},张三丰,,320682,resident,active,2022-01-01",
+    ]) + "\n"
+    report = _import(app, csv)
+    assert (report.applied, report.persons_created, report.errors) == (3, 1, [])
+    rt = app.extensions["evoucher"]
+    with app.app_context():
+        s = rt.session()
+        person = s.scalars(select(Person)).one()
+        assert person.name == "张三丰" and registry.phone(rt, person) == "13800001111"
+        assert registry.id_number(rt, person) == ID1
+        assert person.created_at is not None and person.updated_at is not None
+        rows = [(e.region_code, e.insurance_type, e.status, str(e.since)) for e in registry.enrolments(s, person)]
+        assert rows == [("110000", "resident", "suspended", "2021-01-01"),
+                        ("320682", "resident", "active", "2022-01-01")]
+        assert all(e.updated_at is not None for e in registry.enrolments(s, person))
+    # Again in one batch on an existing person: last row wins, a blank phone keeps the stored one.
+    report = _import(app, csv.replace("2021-01-01", "2019-01-01"))
+    assert (report.applied, report.persons_created, report.errors) == (3, 0, [])
+    with app.app_context():
+        s = rt.session()
+        person = s.scalars(select(Person)).one()
+        assert registry.phone(rt, person) == "13800001111"
+        assert s.scalar(select(func.count()).select_from(Enrolment)) == 2
+        assert [str(e.since) for e in registry.enrolments(s, person)] == ["2019-01-01", "2022-01-01"]
+
+
+def test_id_number_of_another_person_no_is_refused_for_that_line(app):
+    _import(app, HEADER + f"P1,01,{ID1},张三,13800001111,110000,employee,active,2020-01-01\n")
+    csv = HEADER + "\n".join([
+        f"P2,01,{ID1},张三,13800001111,110000,employee,active,2020-01-01",  # owned by P1 in the database
+        f"P3,01,{ID2},王五,,410700,resident,active,2020-01-01",
+        f"P4,01,{ID2},王五,,410700,resident,active,2020-01-01",  # owned by P3 earlier in this batch
+    ]) + "\n"
+    report = _import(app, csv)
+    assert (report.applied, report.persons_created) == (1, 1)
+    assert [(e["line"], e["code"]) for e in report.errors] == [(2, "invalid_request"), (4, "invalid_request")]
+    rt = app.extensions["evoucher"]
+    with app.app_context():
+        s = rt.session()
+        assert sorted(s.scalars(select(Person.person_no))) == ["P1", "P3"]
+        assert s.scalar(select(func.count()).select_from(Enrolment)) == 2
+        assert registry.find_by_id_number(s, rt, ID1).person_no == "P1"
+
+
+def test_id_number_moves_between_persons_within_one_batch(app):
+    id3 = make_id_number("410702", "1975-03-04", 9, 1)
+    _import(app, HEADER + "\n".join([
+        f"P1,01,{ID1},张三,,110000,employee,active,2020-01-01",
+        f"P2,01,{ID2},王五,,320682,employee,active,2020-01-01"]) + "\n")
+    csv = HEADER + "\n".join([
+        f"P2,01,{ID1},王五,,320682,employee,active,2020-01-01",  # still P1's: refused
+        f"P1,01,{id3},张三,,110000,employee,active,2020-01-01",  # P1 corrects its ID number ...
+        f"P2,01,{ID1},王五,,320682,employee,active,2020-01-01",  # ... so P2 may now take the old one
+        f"P3,01,{ID2},赵六,,410700,resident,active,2020-01-01",  # and P3 the one P2 gave up
+    ]) + "\n"
+    report = _import(app, csv)
+    assert (report.applied, report.persons_created) == (3, 1)
+    assert [(e["line"], e["code"]) for e in report.errors] == [(2, "invalid_request")]
+    rt = app.extensions["evoucher"]
+    with app.app_context():
+        s = rt.session()
+        owners = {n: registry.find_by_id_number(s, rt, n).person_no for n in (ID1, ID2, id3)}
+        assert owners == {ID1: "P2", ID2: "P3", id3: "P1"}
