@@ -31,7 +31,6 @@ CODES: dict[str, tuple[int, str]] = {
     "voucher_not_found": (404, "Voucher not found"),
     "voucher_suspended": (403, "Voucher suspended"),
     "voucher_cancelled": (403, "Voucher cancelled"),
-    "voucher_exists": (409, "Voucher already exists"),
     "institution_inactive": (403, "Institution inactive"),
     "region_not_enrolled": (422, "Region not enrolled"),
     "remote_care_filing_required": (403, "Remote-care filing required"),

@@ -145,3 +145,23 @@ def test_bearer_required_and_holder_token_is_not_an_institution_token(world):
     assert problem_code(resp) == "unauthorized"
     resp = world.client.get("/v1/me", headers=world.inst_headers("H110000001"))
     assert problem_code(resp) == "unauthorized"
+
+
+def test_unexpected_errors_are_opaque_500_problems(app):
+    @app.get("/boom-for-test")
+    def boom():
+        raise RuntimeError("secret internals 110105199003071234")
+
+    resp = app.test_client().get("/boom-for-test")
+    assert resp.status_code == 500 and problem_code(resp) == "internal_error"
+    assert "secret internals" not in resp.get_data(as_text=True)
+    assert "Traceback" not in resp.get_data(as_text=True)
+
+
+def test_database_outage_is_503_service_unavailable(make_config, clock, tmp_path):
+    from app import create_app
+    cfg = make_config(database_url=f"sqlite:///{tmp_path}/missing-dir/never.db")
+    app = create_app(cfg, clock=clock)
+    resp = app.test_client().get("/.well-known/jwks.json")
+    assert resp.status_code == 503 and problem_code(resp) == "service_unavailable"
+    assert app.test_client().get("/readyz").status_code == 503
