@@ -27,7 +27,6 @@
     voucher_not_found: "未找到该医保电子凭证",
     voucher_suspended: "电子凭证已挂失，请通过渠道重新验证后恢复",
     voucher_cancelled: "该医保电子凭证已注销，无法使用",
-    voucher_exists: "医保电子凭证已激活，无需重复激活",
     institution_inactive: "本机构暂未开通医保电子凭证受理，请联系医保经办机构",
     region_not_enrolled: "参保人在该参保地没有有效的参保信息",
     remote_care_filing_required: "参保人不在本地参保且未办理异地就医备案，请先办理备案（急诊除外）",
