@@ -37,7 +37,8 @@ TOKEN_ERRORS = ("token_malformed", "token_signature_invalid", "token_unknown_key
                 "voucher_cancelled", "institution_inactive", "region_not_enrolled",
                 "remote_care_filing_required", "pin_required", "pin_change_required", "rate_limited",
                 "service_unavailable", "unauthorized")
-CHANNEL_ERRORS = ("channel_signature_invalid", "channel_request_replayed", "channel_unknown", *COMMON)
+CHANNEL_ERRORS = ("channel_signature_invalid", "channel_request_replayed", "channel_unknown", "rate_limited",
+                  "service_unavailable", *COMMON)
 
 
 def op(summary: str, tag: str, responses: dict, *, security=None, body=None, params=None) -> dict:

@@ -139,3 +139,14 @@ def test_end_to_end_wechat_then_alipay(world):
                             headers=headers).status_code == 200
     resp = world.client.put("/v1/me/pin-free-limit", json={"amount_fen": 20000, "pin": "471958"}, headers=headers2)
     assert resp.status_code == 200
+
+
+def test_channel_calls_are_rate_limited(make_world):
+    world = make_world(channel_rate_per_minute=3)
+    holder = world.holder("张丽")  # activation + session: two calls
+    world.channel("wechat").session(holder["channel_user_id"])
+    with pytest.raises(ChannelError) as exc:
+        world.channel("wechat").session(holder["channel_user_id"])
+    assert exc.value.code == "rate_limited" and exc.value.status == 429
+    assert world.channel("alipay").activate(world.person("黄磊")["id_number"], "黄磊",
+                                            world.person("黄磊")["phone"])["voucher_id"]
