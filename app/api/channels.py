@@ -5,10 +5,9 @@ from flask import Blueprint, jsonify, request
 
 from app import channels as signing
 
-from .. import metrics
 from ..errors import DomainError
 from ..extensions import runtime
-from ..services import activation, channel_registry
+from ..services import activation, channel_registry, limits
 from ..store.ephemeral import StoreUnavailable
 from .schema import Field, validate
 
@@ -51,20 +50,10 @@ def _signed(channel_id: str, call: str) -> dict:
     signed = signing.verify_call(info, call=call, method=request.method, path_and_query=path,
                                  headers=request.headers, body=request.get_data(cache=True),
                                  now=int(rt.clock.now()), nonces=_Nonces(rt.store))
-    _rate_limit(rt, channel_id)
+    # Counted after the signature, so strangers cannot use up a partner's allowance.
+    limits.enforce(rt, "channel", channel_id, rt.config.channel_rate_per_minute,
+                   "Too many calls from this channel; slow down")
     return validate(signed.payload, SCHEMAS[call])
-
-
-def _rate_limit(rt, channel_id: str) -> None:
-    """Calls per channel per minute; counted after the signature, so strangers cannot use it up."""
-    try:
-        allowed, retry = rt.store.hit(f"channel:{channel_id}", rt.config.channel_rate_per_minute, 60)
-    except StoreUnavailable:
-        metrics.STORE_ERRORS.labels("channel_rate").inc()
-        return
-    if not allowed:
-        raise DomainError("rate_limited", "Too many calls from this channel; slow down",
-                          headers={"Retry-After": str(retry)})
 
 
 @bp.post("/<channel_id>/activations")

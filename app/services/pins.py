@@ -8,11 +8,9 @@ from sqlalchemy.orm import Session
 from crypto import idcard
 from crypto.pins import is_weak_pin
 
-from .. import metrics
 from ..errors import DomainError
-from ..store.ephemeral import StoreUnavailable
 from ..store.models import Person, Voucher
-from . import records, registry
+from . import limits, records, registry
 from .vouchers import aware, utc
 
 MAX_FAILURES = 5
@@ -42,17 +40,6 @@ def set_new(session: Session, rt, voucher: Voucher, person: Person, pin: str, *,
     records.record(session, voucher, kind)
 
 
-def _rate_limit(rt, voucher: Voucher) -> None:
-    try:
-        allowed, retry = rt.store.hit(f"pin:{voucher.voucher_id}", rt.config.pin_rate_per_minute, 60)
-    except StoreUnavailable:
-        metrics.STORE_ERRORS.labels("pin_rate").inc()
-        return  # the durable 5-strikes lock still guards PINs while the limiter is down
-    if not allowed:
-        raise DomainError("rate_limited", "Too many PIN attempts; wait a minute",
-                          headers={"Retry-After": str(retry)})
-
-
 def check(session: Session, rt, voucher: Voucher, pin: str | None) -> None:
     """Verify the PIN; five misses in a row lock it for 24 hours. Failures are committed."""
     if voucher.pin_hash is None:
@@ -64,7 +51,8 @@ def check(session: Session, rt, voucher: Voucher, pin: str | None) -> None:
     if locked and locked > now:
         raise DomainError("pin_locked", "The PIN is locked after 5 wrong tries; reset it through a channel",
                           locked_until=locked.isoformat())
-    _rate_limit(rt, voucher)
+    limits.enforce(rt, "pin", voucher.voucher_id, rt.config.pin_rate_per_minute,
+                   "Too many PIN attempts; wait a minute")  # the durable 5-strikes lock holds regardless
     if rt.pins.check(voucher.pin_hash, pin):
         voucher.pin_failures, voucher.pin_locked_until = 0, None
         return

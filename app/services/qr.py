@@ -12,24 +12,13 @@ from .. import metrics
 from ..errors import DomainError
 from ..store.ephemeral import StoreUnavailable
 from ..store.models import Voucher
-from . import family, keys, records
+from . import family, keys, limits, records
 from .vouchers import by_public_id, require_usable, utc
 
 
 def issued_group(member_voucher_id: str, guardian_voucher_id: str) -> str:
     """The set of tokens a guardian issued for a member (revoked together when the link ends)."""
     return f"{member_voucher_id}:{guardian_voucher_id}"
-
-
-def _rate_limit(rt, voucher: Voucher) -> None:
-    try:
-        allowed, retry = rt.store.hit(f"issue:{voucher.voucher_id}", rt.config.issue_rate_per_minute, 60)
-    except StoreUnavailable:
-        metrics.STORE_ERRORS.labels("issue_rate").inc()
-        return  # fail open: a limiter outage must not stop people showing their code
-    if not allowed:
-        raise DomainError("rate_limited", "Too many codes requested; wait a moment",
-                          headers={"Retry-After": str(retry)})
 
 
 def issue(session: Session, rt, holder: Voucher, *, voucher_id: str | None, fmt: str | None,
@@ -44,7 +33,8 @@ def issue(session: Session, rt, holder: Voucher, *, voucher_id: str | None, fmt:
         actor = holder.voucher_id
     require_usable(holder)
     require_usable(target)
-    _rate_limit(rt, target)
+    limits.enforce(rt, "issue", target.voucher_id, rt.config.issue_rate_per_minute,
+                   "Too many codes requested; wait a moment")
     fmt = fmt or rt.config.token_format
     now = int(rt.clock.now())
     lifetime = rt.config.token_lifetime

@@ -16,7 +16,7 @@ from .. import metrics
 from ..errors import DomainError
 from ..store.ephemeral import StoreUnavailable
 from ..store.models import Person, RemoteCareFiling, Scan, Voucher
-from . import family, keys, records, registry
+from . import family, keys, limits, records, registry
 from .vouchers import aware, person_card, require_usable, same_pooling_area, utc
 
 log = logging.getLogger(__name__)
@@ -49,17 +49,6 @@ _TOKEN_DETAIL = {
 }
 
 
-def _rate_limit(rt, inst) -> None:
-    try:
-        allowed, retry = rt.store.hit(f"scan:{inst.code}", rt.config.scan_rate_per_minute, 60)
-    except StoreUnavailable:
-        metrics.STORE_ERRORS.labels("scan_rate").inc()
-        return
-    if not allowed:
-        raise DomainError("rate_limited", "Too many scans from this institution",
-                          headers={"Retry-After": str(retry)})
-
-
 def scan(session: Session, rt, inst, text: str, purpose: str) -> dict:
     """Verify, check every rule, consume once, record; refusals carry their own code."""
     try:
@@ -80,7 +69,8 @@ _INSERT_SCAN = insert(Scan)
 def _scan(session: Session, rt, inst, text: str, purpose: str) -> dict:
     if inst.status != "active":
         raise DomainError("institution_inactive", "This institution may not scan")
-    _rate_limit(rt, inst)
+    limits.enforce(rt, "scan", inst.code, rt.config.scan_rate_per_minute,
+                   "Too many scans from this institution")
     now = int(rt.clock.now())
     claims = _verify(session, rt, text.strip(), now)
     row = session.execute(_VOUCHER_AND_PERSON, {"vid": claims.voucher_id}).first()

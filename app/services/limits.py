@@ -1,0 +1,21 @@
+"""Rate limits: fixed one-minute windows in the ephemeral store, failing open on an outage."""
+from __future__ import annotations
+
+from .. import metrics
+from ..errors import DomainError
+from ..store.ephemeral import StoreUnavailable
+
+
+def enforce(rt, kind: str, subject: str, per_minute: int, detail: str) -> None:
+    """Count one event for `kind:subject`; refuse with `rate_limited` past `per_minute`.
+
+    A limiter outage lets the call through and counts `evoucher_store_errors_total`: limits
+    protect capacity, while what must never be skipped (token consumption, nonces, the PIN
+    lock) fails closed elsewhere."""
+    try:
+        allowed, retry = rt.store.hit(f"{kind}:{subject}", per_minute, 60)
+    except StoreUnavailable:
+        metrics.STORE_ERRORS.labels(f"{kind}_rate").inc()
+        return
+    if not allowed:
+        raise DomainError("rate_limited", detail, headers={"Retry-After": str(retry)})
