@@ -54,7 +54,7 @@ def enrolments() -> None:
 @click.option("--format", "fmt", type=click.Choice(["auto", "csv", "jsonl"]), default="auto")
 def enrolments_import(file: str, fmt: str) -> None:
     from .extensions import runtime
-    from .services import registry
+    from .services import enrolment_import
     app = _app()
     with open(file, encoding="utf-8", errors="strict") as fh:
         try:
@@ -62,10 +62,10 @@ def enrolments_import(file: str, fmt: str) -> None:
         except UnicodeDecodeError:
             raise click.ClickException("the file is not UTF-8") from None
     if fmt == "auto":
-        fmt = registry.detect_format(file, text)
+        fmt = enrolment_import.detect_format(file, text)
     with app.app_context():
         rt = runtime()
-        report = registry.import_text(rt.session(), rt, text, fmt)
+        report = enrolment_import.import_text(rt.session(), rt, text, fmt)
     for err in report.errors:
         click.echo(f"line {err['line']}: {err['code']}: {err['detail']}", err=True)
     click.echo(json.dumps({k: v for k, v in report.as_dict().items() if k != "errors"}))

@@ -8,7 +8,7 @@ import os
 from crypto import idcard
 
 from .extensions import runtime
-from .services import channel_registry, institutions, registry
+from .services import channel_registry, enrolment_import, institutions
 
 CHANNELS = ("wechat", "alipay", "bank-icbc", "bank-cmb")
 
@@ -95,7 +95,7 @@ def load_demo(app, base_url: str) -> str:
                 previous = json.load(fh)
         rows = persons_rows()
         lines = "\n".join(json.dumps(r, ensure_ascii=False) for r in rows)
-        report = registry.import_text(session, rt, lines, "jsonl")
+        report = enrolment_import.import_text(session, rt, lines, "jsonl")
         if report.errors:
             raise RuntimeError(f"demo rows rejected: {report.errors}")
         insts = []

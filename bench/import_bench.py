@@ -106,7 +106,7 @@ def run_cli(instance: str, csv_path: str) -> tuple[float, dict]:
 
 
 def run_profiled(instance: str, csv_path: str, top: int) -> tuple[float, dict]:
-    """In-process: the same code path as the CLI (registry.import_text) under cProfile."""
+    """In-process: the same code path as the CLI (enrolment_import.import_text) under cProfile."""
     import cProfile
     import pstats
 
@@ -116,7 +116,7 @@ def run_profiled(instance: str, csv_path: str, top: int) -> tuple[float, dict]:
     from app import create_app
     from app.config import Config
     from app.extensions import runtime
-    from app.services import registry
+    from app.services import enrolment_import
 
     app = create_app(Config.from_env())
     with open(csv_path, encoding="utf-8") as fh:
@@ -126,7 +126,7 @@ def run_profiled(instance: str, csv_path: str, top: int) -> tuple[float, dict]:
         rt = runtime()
         t0 = time.perf_counter()
         prof.enable()
-        report = registry.import_text(rt.session(), rt, text, "csv")
+        report = enrolment_import.import_text(rt.session(), rt, text, "csv")
         prof.disable()
         elapsed = time.perf_counter() - t0
     stats = pstats.Stats(prof)

@@ -6,7 +6,7 @@ import json
 from sqlalchemy import func, select, text
 
 from app.demo import make_id_number
-from app.services import registry
+from app.services import enrolment_import, registry
 from app.store.models import Enrolment, Person
 
 HEADER = "person_no,id_type,id_number,name,phone,region_code,insurance_type,status,since\n"
@@ -17,7 +17,7 @@ ID2 = make_id_number("320682", "1990-05-06", 8, 0)
 def _import(app, text_, fmt="csv"):
     rt = app.extensions["evoucher"]
     with app.app_context():
-        return registry.import_text(rt.session(), rt, text_, fmt)
+        return enrolment_import.import_text(rt.session(), rt, text_, fmt)
 
 
 def test_csv_import_reports_bad_rows_and_applies_good(app):
