@@ -20,7 +20,8 @@ def _json(schema: dict, description: str = "OK", status: str = "200") -> dict:
 
 
 def _body(props: dict, required: list[str]) -> dict:
-    return {"required": True, "content": {"application/json": {"schema": {
+    # A body with no required member may be omitted: an empty body counts as {}.
+    return {"required": bool(required), "content": {"application/json": {"schema": {
         "type": "object", "additionalProperties": False, "properties": props, "required": required}}}}
 
 
@@ -153,7 +154,8 @@ def document() -> dict:
             {**_json(OBJ), **_err("channel_not_bound", "pin_invalid", "pin_locked", "unauthorized", *COMMON)},
             security=HOLDER, params=[path_param("channel_id")], body=_body({"pin": PIN}, ["pin"]))},
         "/v1/me/records": {"get": op("Usage records, newest first", "holders",
-                                     {**_json(OBJ), **_err("forbidden", "invalid_request", "unauthorized")},
+                                     {**_json(OBJ), **_err("forbidden", "voucher_not_found", "invalid_request",
+                                                           "unauthorized")},
                                      security=HOLDER, params=[query_param("cursor", "next_cursor of the last page"),
                                                               query_param("voucher_id", "a linked member's voucher")])},
         "/v1/channels/{channel_id}/activations": _channel_call(
