@@ -153,18 +153,14 @@ def reverify(session: Session, rt, channel_id: str, p: dict) -> dict:
                         expires_at=now + dt.timedelta(seconds=REVERIFICATION_SECONDS))
     session.add(rv)
     records.record(session, voucher, "reverification", channel=channel_id, purpose=p["purpose"])
-    result = {"purpose": p["purpose"],
-              "voucher_id": voucher.voucher_id, "expires_in": REVERIFICATION_SECONDS}
     if p["purpose"] == "reinstate":
         from . import loss
         loss.reinstate(session, rt, voucher, channel_id)
         rv.used_at = now
-        result["status"] = voucher.status
-    session.flush()
-    rv_id = rv.id
-    result["reverification_id"] = f"rv_{rv_id}"
     session.commit()
-    return result
+    return {"purpose": p["purpose"], "voucher_id": voucher.voucher_id, "status": voucher.status,
+            "channel": channel_id, "verified_at": now.isoformat().replace("+00:00", "Z"),
+            "expires_in": REVERIFICATION_SECONDS}
 
 
 def take_reverification(session: Session, rt, voucher: Voucher, purpose: str,

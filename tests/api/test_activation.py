@@ -150,3 +150,15 @@ def test_channel_calls_are_rate_limited(make_world):
     assert exc.value.code == "rate_limited" and exc.value.status == 429
     assert world.channel("alipay").activate(world.person("黄磊")["id_number"], "黄磊",
                                             world.person("黄磊")["phone"])["voucher_id"]
+
+
+def test_reverification_is_recorded_with_channel_and_time(world):
+    h = world.holder("张丽", "alipay")
+    out = world.channel("alipay").reverify(h["channel_user_id"], "pin_reset")
+    assert out["purpose"] == "pin_reset" and out["channel"] == "alipay" and out["expires_in"] == 600
+    assert out["verified_at"].endswith("Z")
+    rec = world.client.get("/v1/me/records", headers=h["headers"]).get_json()["items"][0]
+    assert rec["kind"] == "reverification" and rec["channel"] == "alipay" and rec["detail"]["purpose"] == "pin_reset"
+    with pytest.raises(ChannelError) as exc:
+        world.channel("alipay").reverify(h["channel_user_id"], "pin_reset", face_verified=False)
+    assert exc.value.code == "face_verification_required"

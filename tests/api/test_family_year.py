@@ -77,7 +77,7 @@ def test_a_family_year(world):
     clock.advance(20)
     world.channel("bank-icbc").reverify(bank["channel_user_id"], "reinstate")
     assert problem_code(world.scan("H320682001", pending)) == "token_revoked"  # old codes stay dead
-    assert world.scan("H320682001", world.qr(bank_headers_holder(bank_headers))).status_code == 200
+    assert world.scan("H320682001", world.qr({"headers": bank_headers})).status_code == 200
 
     # December: the son's link is ended; the father's codes for him stop, his records are closed to him.
     clock.advance(150 * DAY)
@@ -103,7 +103,3 @@ def test_a_family_year(world):
         assert kind in kinds, kind
     assert kinds[0] == "family_end" and kinds[-1] == "activation"
     assert world.client.delete("/v1/me/records", headers=dad["headers"]).status_code == 405
-
-
-def bank_headers_holder(headers: dict) -> dict:
-    return {"headers": headers}
