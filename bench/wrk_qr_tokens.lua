@@ -4,14 +4,9 @@
 -- HOLDER_TOKENS_FILE has one holder access token (JWT) per line; the second argument is the
 -- JSON body (default "{}"). Each thread starts at a different offset in the list.
 -- Prints "BENCH_CODES {...}": responses counted by status (and problem `code` for non-2xx).
-local threads = {}
+-- Counting of responses by status/code, shared with wrk_status.lua.
+dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "wrk_status.lua")
 
-function setup(thread)
-  thread:set("tid", #threads)
-  table.insert(threads, thread)
-end
-
-codes = {}
 local holders = {}
 local body = "{}"
 local i = 0
@@ -30,23 +25,4 @@ function request()
   local token = holders[(i % #holders) + 1]
   return wrk.format("POST", "/v1/me/qr-tokens",
     {["Authorization"] = "Bearer " .. token, ["Content-Type"] = "application/json"}, body)
-end
-
-function response(status, headers, body)
-  local key = tostring(status)
-  if status >= 300 and body then
-    local c = string.match(body, '"code"%s*:%s*"([%w_]+)"')
-    if c then key = key .. ":" .. c end
-  end
-  codes[key] = (codes[key] or 0) + 1
-end
-
-function done(summary, latency, requests)
-  local agg = {}
-  for _, t in ipairs(threads) do
-    for k, v in pairs(t:get("codes") or {}) do agg[k] = (agg[k] or 0) + v end
-  end
-  local parts = {}
-  for k, v in pairs(agg) do table.insert(parts, string.format('"%s":%d', k, v)) end
-  io.write("BENCH_CODES {" .. table.concat(parts, ",") .. "}\n")
 end

@@ -7,14 +7,9 @@
 -- Thread k of NTHREADS takes lines k, k+NTHREADS, ... so no token is sent twice. When a thread
 -- runs out it sends GET /healthz instead and counts it in "exhausted": such a run is invalid.
 -- Prints "BENCH_CODES {...}" (responses by status / problem code) and "BENCH_EXHAUSTED n".
-local threads = {}
+-- Counting of responses by status/code, shared with wrk_status.lua.
+dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "wrk_status.lua")
 
-function setup(thread)
-  thread:set("tid", #threads)
-  table.insert(threads, thread)
-end
-
-codes = {}
 exhausted = 0
 local insts = {}
 local mine = {}
@@ -52,23 +47,8 @@ function request()
   return req
 end
 
-function response(status, headers, body)
-  local key = tostring(status)
-  if status >= 300 and body then
-    local c = string.match(body, '"code"%s*:%s*"([%w_]+)"')
-    if c then key = key .. ":" .. c end
-  end
-  codes[key] = (codes[key] or 0) + 1
-end
-
-function done(summary, latency, requests)
-  local agg, ex = {}, 0
-  for _, t in ipairs(threads) do
-    for k, v in pairs(t:get("codes") or {}) do agg[k] = (agg[k] or 0) + v end
-    ex = ex + (t:get("exhausted") or 0)
-  end
-  local parts = {}
-  for k, v in pairs(agg) do table.insert(parts, string.format('"%s":%d', k, v)) end
-  io.write("BENCH_CODES {" .. table.concat(parts, ",") .. "}\n")
+function after_done(threads)
+  local ex = 0
+  for _, t in ipairs(threads) do ex = ex + (t:get("exhausted") or 0) end
   io.write("BENCH_EXHAUSTED " .. ex .. "\n")
 end

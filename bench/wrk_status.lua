@@ -1,6 +1,8 @@
 -- wrk script for plain GET benchmarks (e.g. /healthz): counts responses by status (and by the
 -- problem+json `code` for non-2xx) and prints them as one JSON line, "BENCH_CODES {...}".
 -- Usage: wrk -t2 -c32 -d15s --latency -s bench/wrk_status.lua http://127.0.0.1:PORT/healthz
+-- The other wrk_*.lua scripts load this one for the counting and add `init`/`request`
+-- (and optionally `after_done(threads)`).
 local threads = {}
 
 function setup(thread)
@@ -27,4 +29,5 @@ function done(summary, latency, requests)
   local parts = {}
   for k, v in pairs(agg) do table.insert(parts, string.format('"%s":%d', k, v)) end
   io.write("BENCH_CODES {" .. table.concat(parts, ",") .. "}\n")
+  if after_done then after_done(threads) end
 end
