@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from flask import Blueprint, g, jsonify, request
 
+from crypto.masking import mask_phone
+
 from ..errors import DomainError
 from ..extensions import runtime
 from ..services import activation, family, loss, pins, qr, records, regions, registry, vouchers
@@ -138,7 +140,7 @@ def phone():
     registry.set_phone(rt, person, data["phone"])
     records.record(session, voucher, "phone_change")
     session.commit()
-    return jsonify(phone_masked=vouchers.mask_phone(data["phone"]))
+    return jsonify(phone_masked=mask_phone(data["phone"]))
 
 
 @bp.delete("/channels/<channel_id>")

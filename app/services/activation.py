@@ -16,7 +16,7 @@ from .. import metrics
 from ..errors import DomainError
 from ..store.models import ChannelBinding, ChannelRequest, Reverification, Voucher
 from . import keys, pins, records, registry, vouchers
-from .vouchers import utc
+from .vouchers import aware, iso_z, utc
 
 HOLDER_AUD = "evoucher:holder"
 REVERIFICATION_SECONDS = 600
@@ -159,7 +159,7 @@ def reverify(session: Session, rt, channel_id: str, p: dict) -> dict:
         rv.used_at = now
     session.commit()
     return {"purpose": p["purpose"], "voucher_id": voucher.voucher_id, "status": voucher.status,
-            "channel": channel_id, "verified_at": now.isoformat().replace("+00:00", "Z"),
+            "channel": channel_id, "verified_at": iso_z(now),
             "expires_in": REVERIFICATION_SECONDS}
 
 
@@ -172,8 +172,7 @@ def take_reverification(session: Session, rt, voucher: Voucher, purpose: str,
     if subject is not None:
         q = q.where(Reverification.subject == subject)
     for rv in session.scalars(q.order_by(Reverification.id.desc())):
-        expires = rv.expires_at if rv.expires_at.tzinfo else rv.expires_at.replace(tzinfo=dt.timezone.utc)
-        if expires >= now:
+        if aware(rv.expires_at) >= now:
             rv.used_at = now
             return rv
     return None

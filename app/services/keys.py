@@ -1,6 +1,7 @@
 """Signing keys: creation, rotation and the cached keyring every worker verifies with."""
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 
 from sqlalchemy import select
@@ -9,6 +10,7 @@ from sqlalchemy.orm import Session
 from crypto import keyring as kr
 
 from ..store.models import SigningKeyRow
+from .vouchers import aware
 
 MAX_QR_LIFETIME = 300
 CACHE_SECONDS = 5.0
@@ -55,15 +57,12 @@ def load_keyring(session: Session, rt) -> kr.Keyring:
     now = dt.datetime.fromtimestamp(rt.clock.now(), dt.timezone.utc)
     keys, current = [], None
     for row in session.scalars(select(SigningKeyRow).where(SigningKeyRow.status.in_(("current", "retired")))):
-        until = row.publish_until
-        if until is not None and until.tzinfo is None:
-            until = until.replace(tzinfo=dt.timezone.utc)
+        until = aware(row.publish_until)
         if row.status == "retired" and (until is None or until < now):
             continue
         key = kr.unseal_private(rt.master_key, row.private_sealed, row.kid, row.alg, row.public_key)
         if until is not None:
-            key = kr.SigningKey(kid=key.kid, alg=key.alg, public=key.public, private=key.private,
-                                not_after=int(until.timestamp()))
+            key = dataclasses.replace(key, not_after=int(until.timestamp()))
         keys.append(key)
         if row.status == "current":
             current = row.kid

@@ -13,7 +13,7 @@ from ..errors import DomainError
 from ..store.ephemeral import StoreUnavailable
 from ..store.models import Voucher
 from . import family, keys, limits, records
-from .vouchers import by_public_id, require_usable, utc
+from .vouchers import by_public_id, iso_z, require_usable, utc
 
 
 def issued_group(member_voucher_id: str, guardian_voucher_id: str) -> str:
@@ -54,7 +54,7 @@ def issue(session: Session, rt, holder: Voucher, *, voucher_id: str | None, fmt:
     metrics.TOKENS.labels(fmt).inc()
     out = {"token": text, "format": fmt, "token_id": token_id, "voucher_id": target.voucher_id,
            "region_code": target.active_region,
-           "expires_at": utc(now + lifetime).isoformat().replace("+00:00", "Z"),
+           "expires_at": iso_z(utc(now + lifetime)),
            "expires_in": lifetime, "refresh_in": refresh_in(lifetime)}
     if image == "svg":
         out["qr_svg"] = render_svg(text)

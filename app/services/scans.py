@@ -17,7 +17,7 @@ from ..errors import DomainError
 from ..store.ephemeral import StoreUnavailable
 from ..store.models import Person, RemoteCareFiling, Scan, Voucher
 from . import family, keys, limits, records, registry
-from .vouchers import aware, person_card, require_usable, same_pooling_area, utc
+from .vouchers import aware, iso_z, person_card, require_usable, same_pooling_area, utc
 
 log = logging.getLogger(__name__)
 PURPOSES = ("registration", "outpatient_settlement", "inpatient_settlement", "pharmacy", "query", "emergency")
@@ -159,7 +159,7 @@ def _accept(session, rt, inst, voucher, person, claims, purpose, facts, now) -> 
         "remote_care_filing_id": filing.filing_id if filing else None,
         "purpose": purpose,
         "token_id": claims.token_id,
-        "scanned_at": utc(now).isoformat().replace("+00:00", "Z"),
+        "scanned_at": iso_z(utc(now)),
     }
     session.connection().execute(_INSERT_SCAN, {"scan_id": scan_id, "institution_id": inst.id, "voucher_id": voucher.id,
                                    "token_id": claims.token_id, "purpose": purpose, "ec_token": ec,

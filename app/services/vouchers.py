@@ -8,7 +8,7 @@ from sqlalchemy.orm import Session
 
 from crypto import idcard
 from crypto.tokens import new_voucher_id
-from crypto.masking import mask_id_number, mask_name, mask_phone  # noqa: F401 (mask_phone re-exported)
+from crypto.masking import mask_id_number, mask_name, mask_phone
 
 from ..errors import DomainError
 from ..store.models import ChannelBinding, Person, Voucher
@@ -19,6 +19,11 @@ MUNICIPALITIES = ("11", "12", "31", "50")  # Beijing, Tianjin, Shanghai, Chongqi
 
 def utc(ts: float) -> dt.datetime:
     return dt.datetime.fromtimestamp(ts, dt.timezone.utc)
+
+
+def iso_z(moment: dt.datetime) -> str:
+    """An aware UTC datetime as RFC 3339 text with a Z."""
+    return moment.isoformat().replace("+00:00", "Z")
 
 
 def aware(value: dt.datetime | None) -> dt.datetime | None:
