@@ -35,8 +35,12 @@ def test_a_whole_flow_logs_json_without_personal_data(world):
     lines = [ln for ln in buf.getvalue().splitlines() if ln.strip()]
     assert lines, "the flow should have logged something"
     entries = [json.loads(ln) for ln in lines]
-    assert any(e.get("msg") == "scan accepted" and e.get("token_id") for e in entries)
-    assert any(e.get("msg") == "request" and e.get("request_id") for e in entries)
+    scans = [e for e in entries if e.get("path") == "/v1/scans"]
+    # One line per request: the scan's outcome rides on the access line, with the token id only.
+    assert [(e["msg"], e["event"], e["status"]) for e in scans] == [
+        ("request", "scan accepted", 200), ("request", "scan refused", 409)]
+    assert all(e["token_id"] and e["request_id"] and e["institution"] == "H110000001" for e in scans)
+    assert scans[1]["code"] == "token_already_used" and scans[0]["scan_id"].startswith("scn_")
     text = buf.getvalue()
     person = world.person("张丽")
     for secret in (person["id_number"], person["phone"], "258013", "000111", "470136", token,

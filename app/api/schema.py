@@ -28,7 +28,8 @@ def _bad(detail: str, field: str | None = None) -> DomainError:
 
 def json_object() -> dict:
     """The request body as a JSON object, or `invalid_request`."""
-    if not request.data and request.content_length in (None, 0):
+    # get_data, not request.data: .data would first try to parse the body as a form.
+    if not request.get_data(cache=True) and request.content_length in (None, 0):
         return {}
     if not request.is_json:
         raise DomainError("invalid_request", "Body must be application/json")

@@ -6,14 +6,14 @@ from ..errors import DomainError
 from ..store.ephemeral import StoreUnavailable
 
 
-def enforce(rt, kind: str, subject: str, per_minute: int, detail: str) -> None:
+def enforce(rt, kind: str, subject: str, per_minute: int, detail: str, *, conn=None) -> None:
     """Count one event for `kind:subject`; refuse with `rate_limited` past `per_minute`.
 
     A limiter outage lets the call through and counts `evoucher_store_errors_total`: limits
     protect capacity, while what must never be skipped (token consumption, nonces, the PIN
-    lock) fails closed elsewhere."""
+    lock) fails closed elsewhere. With `conn`, the SQL store counts inside that transaction."""
     try:
-        allowed, retry = rt.store.hit(f"{kind}:{subject}", per_minute, 60)
+        allowed, retry = rt.store.hit(f"{kind}:{subject}", per_minute, 60, conn=conn)
     except StoreUnavailable:
         metrics.STORE_ERRORS.labels(f"{kind}_rate").inc()
         return

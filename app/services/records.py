@@ -1,10 +1,12 @@
 """Append-only usage records: every scan and every state change of a voucher."""
 from __future__ import annotations
 
-from sqlalchemy import insert, select
+from sqlalchemy import bindparam, insert, select
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from ..store.models import UsageRecord, Voucher, utcnow
+from ..store.prepared import Prepared
 
 KINDS = ("activation", "bind", "unbind", "session", "reverification", "scan", "region_switch",
          "family_link", "family_accept", "family_end", "loss_report", "reinstate", "pin_set",
@@ -12,19 +14,24 @@ KINDS = ("activation", "bind", "unbind", "session", "reverification", "scan", "r
          "filing_cancel", "qr_issued_for_member")
 
 
-_INSERT = insert(UsageRecord)
+_COLUMNS = ("voucher_id", "kind", "actor", "channel_id", "institution_code", "detail", "created_at")
+_INSERT = Prepared(insert(UsageRecord).values({c: bindparam(c) for c in _COLUMNS}))
 
 
 def record(session: Session, voucher: Voucher | None, kind: str, *, actor: str | None = None,
            channel: str | None = None, institution: str | None = None, **detail) -> None:
     """Append one record in the session's transaction; details never hold an ID number, phone, PIN or token."""
+    append(session.connection(), voucher.id if voucher else None, kind, actor=actor, channel=channel,
+           institution=institution, **detail)
+
+
+def append(conn: Connection, voucher_pk: int | None, kind: str, *, actor: str | None = None,
+           channel: str | None = None, institution: str | None = None, **detail) -> None:
+    """Append one record in `conn`'s transaction (a prepared insert: this is on the scan path)."""
     if kind not in KINDS:
         raise ValueError(f"unknown record kind {kind}")
-    # A Core insert, not session.add(): records are never read back in the same unit of work,
-    # and this is on the scan path.
-    session.connection().execute(_INSERT, {"voucher_id": voucher.id if voucher else None, "kind": kind, "actor": actor,
-                              "channel_id": channel, "institution_code": institution, "detail": detail,
-                              "created_at": utcnow()})
+    _INSERT.run(conn, {"voucher_id": voucher_pk, "kind": kind, "actor": actor, "channel_id": channel,
+                       "institution_code": institution, "detail": detail, "created_at": utcnow()})
 
 
 def page(session: Session, voucher: Voucher, cursor: int | None, limit: int = 20) -> tuple[list, int | None]:

@@ -5,23 +5,27 @@ import base64
 import datetime as dt
 import logging
 import secrets
+from types import SimpleNamespace
 
-from sqlalchemy import bindparam, insert, select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from crypto import tokens
 from crypto.tokens import TokenError
 
-from .. import metrics
+from .. import logs, metrics
 from ..errors import DomainError
 from ..store.ephemeral import StoreUnavailable
-from ..store.models import Person, RemoteCareFiling, Scan, Voucher
-from . import family, keys, limits, records, registry
+from ..store.models import Enrolment, Person, RemoteCareFiling, Scan, Voucher
+from ..store.prepared import Prepared, dialect_insert
+from . import family, keys, limits, records
 from .vouchers import aware, iso_z, person_card, require_usable, same_pooling_area, utc
 
 log = logging.getLogger(__name__)
 PURPOSES = ("registration", "outpatient_settlement", "inpatient_settlement", "pharmacy", "query", "emergency")
 PAYMENT_PURPOSES = ("outpatient_settlement", "inpatient_settlement", "pharmacy")
+
+
 def ec_token(region: str) -> str:
     """National shape: 6-digit region + 'ec' + 30 random characters (A-Z, 2-7: 150 bits)."""
     return region + "ec" + base64.b32encode(secrets.token_bytes(20)).decode()[:30]
@@ -50,64 +54,125 @@ _TOKEN_DETAIL = {
 
 
 def scan(session: Session, rt, inst, text: str, purpose: str) -> dict:
-    """Verify, check every rule, consume once, record; refusals carry their own code."""
+    """Verify, check every rule, consume once, record; refusals carry their own code.
+
+    The scan's writes go through one Core connection of its own (prepared statements, one
+    commit); the ORM session serves only the rare reads (family links, remote-care filings)."""
     try:
-        return _scan(session, rt, inst, text, purpose)
+        with rt.engine.connect() as conn:
+            return _scan(session, conn, rt, inst, text, purpose)
     except DomainError as exc:
         metrics.SCANS.labels(exc.code).inc()
         raise
 
 
-# Built once: these run on every scan.
-_VOUCHER_AND_PERSON = (select(Voucher, Person).join(Person, Person.id == Voucher.person_id)
-                       .where(Voucher.voucher_id == bindparam("vid")))
+# Built once: this runs on every scan. The voucher, its person and the person's active
+# enrolment in the code's region, in one statement.
+_LOAD = Prepared(
+    select(Voucher.id, Voucher.voucher_id, Voucher.status, Voucher.suspended_at, Voucher.pin_hash,
+           Voucher.pin_initial, Voucher.person_id, Person.name.label("person_name"), Person.id_number_enc,
+           Enrolment.insurance_type)
+    .join(Person, Person.id == Voucher.person_id)
+    .outerjoin(Enrolment, (Enrolment.person_id == Person.id) & (Enrolment.region_code == bindparam("region"))
+               & (Enrolment.status == "active"))
+    .where(Voucher.voucher_id == bindparam("vid")))
+_SCAN_COLUMNS = ("scan_id", "institution_id", "voucher_id", "token_id", "purpose", "ec_token", "ec_expires_at",
+                 "result", "created_at")
+# One use, in the database: scan rows are unique by token_id, and a second insert of a token
+# inserts nothing (and returns no id) instead of failing.
+_INSERT_SCAN = Prepared(lambda dialect: dialect_insert(dialect)(Scan)
+                        .values({c: bindparam(c) for c in _SCAN_COLUMNS})
+                        .on_conflict_do_nothing(index_elements=["token_id"]).returning(Scan.id))
 
 
-_INSERT_SCAN = insert(Scan)
-
-
-def _scan(session: Session, rt, inst, text: str, purpose: str) -> dict:
-    if inst.status != "active":
-        raise DomainError("institution_inactive", "This institution may not scan")
-    limits.enforce(rt, "scan", inst.code, rt.config.scan_rate_per_minute,
-                   "Too many scans from this institution")
-    now = int(rt.clock.now())
-    claims = _verify(session, rt, text.strip(), now)
-    row = session.execute(_VOUCHER_AND_PERSON, {"vid": claims.voucher_id}).first()
+def _load(conn, claims):
+    """(voucher, person, insurance type or None) as plain objects with the ORM's attribute names."""
+    row = _LOAD.one(conn, {"vid": claims.voucher_id, "region": claims.region})
     if row is None:
         raise DomainError("voucher_not_found", "No such voucher")
-    voucher, person = row
+    voucher = SimpleNamespace(id=row["id"], voucher_id=row["voucher_id"], status=row["status"],
+                              suspended_at=row["suspended_at"], pin_hash=row["pin_hash"],
+                              pin_initial=row["pin_initial"], person_id=row["person_id"])
+    person = SimpleNamespace(id=row["person_id"], name=row["person_name"], id_number_enc=row["id_number_enc"])
+    return voucher, person, row["insurance_type"]
+
+
+def _count(conn, rt, inst) -> None:
+    """Count one scan against the institution's limit. The SQL store counts inside `conn`'s
+    transaction (one commit per scan) and a refusal rolls it back; Redis counts on its own."""
+    joined = rt.store.name == "sql"
     try:
-        facts = _check(session, rt, inst, voucher, person, claims, purpose, now)
-    except DomainError as exc:
-        _refused(session, voucher, inst, claims, purpose, exc.code)
+        limits.enforce(rt, "scan", inst.code, rt.config.scan_rate_per_minute,
+                       "Too many scans from this institution", conn=conn if joined else None)
+    except DomainError:
+        conn.rollback()
         raise
+
+
+def _scan(session: Session, conn, rt, inst, text: str, purpose: str) -> dict:
+    if inst.status != "active":
+        raise DomainError("institution_inactive", "This institution may not scan")
+    now = int(rt.clock.now())
+    # Every attempt counts once against the institution's limit, in the transaction that
+    # records its outcome when there is one.
+    try:
+        claims = _verify(session, rt, text.strip(), now)
+        voucher, person, insurance_type = _load(conn, claims)
+    except DomainError:
+        conn.rollback()
+        _count(conn, rt, inst)
+        conn.commit()
+        raise
+    try:
+        facts = _check(session, rt, inst, voucher, person, insurance_type, claims, purpose, now)
+    except DomainError as exc:
+        _count(conn, rt, inst)
+        _refused(conn, voucher, inst, claims, purpose, exc.code)
+        raise
+    # Everything is computed before the first write: on SQLite the write lock is held only for
+    # the statements below and the commit.
+    body = _body(rt, voucher, person, claims, purpose, facts, now)
+    _count(conn, rt, inst)
+    if not (_mark_shared(conn, rt, voucher, claims, now) and _insert_scan(conn, inst, voucher, claims, purpose, body, now)):
+        # Nothing was written but the count, which stands: record the refusal with it.
+        _refused(conn, voucher, inst, claims, purpose, "token_already_used")
+        raise DomainError("token_already_used", "This code was already used; ask for a fresh one")
+    return _accept(conn, inst, voucher, claims, purpose, body)
+
+
+def _mark_shared(conn, rt, voucher, claims, now) -> bool:
+    """With Redis, mark the token there first (SET NX), so that nodes turn a second use away
+    before the database. The SQL store needs no mark of its own: the scan row, unique by
+    token_id and written in this transaction, is the mark."""
+    if rt.store.name == "sql":
+        return True
     ttl = max(claims.exp - now, 0) + rt.config.clock_skew + 1
     try:
-        # The SQL store marks the token inside this transaction: the mark and the scan commit together.
-        fresh = rt.store.consume(voucher.voucher_id, claims.token_id, ttl,
-                                 conn=session.connection() if rt.store.name == "sql" else None)
+        return rt.store.consume(voucher.voucher_id, claims.token_id, ttl)
     except StoreUnavailable:
-        session.rollback()
+        conn.rollback()
         metrics.STORE_ERRORS.labels("consume").inc()
         raise DomainError("service_unavailable", "Cannot confirm the code is unused; try again",
                           headers={"Retry-After": "1"}) from None
-    if not fresh:
-        session.rollback()
-        _refused(session, voucher, inst, claims, purpose, "token_already_used")
-        raise DomainError("token_already_used", "This code was already used; ask for a fresh one")
-    return _accept(session, rt, inst, voucher, person, claims, purpose, facts, now)
 
 
-def _refused(session: Session, voucher: Voucher, inst, claims, purpose: str, code: str) -> None:
+def _insert_scan(conn, inst, voucher, claims, purpose, body, now) -> bool:
+    """Write the scan row; False when this token already has one."""
+    return _INSERT_SCAN.one(conn, {
+        "scan_id": body["scan_id"], "institution_id": inst.id, "voucher_id": voucher.id,
+        "token_id": claims.token_id, "purpose": purpose, "ec_token": body["ec_token"],
+        "ec_expires_at": utc(now + body["ec_token_expires_in"]), "result": body, "created_at": utc(now)}) is not None
+
+
+def _refused(conn, voucher, inst, claims, purpose: str, code: str) -> None:
     """Refusals of a code that named a voucher are part of that voucher's record too."""
-    records.record(session, voucher, "scan", institution=inst.code, result=code,
+    records.append(conn, voucher.id, "scan", institution=inst.code, result=code,
                    token_id=claims.token_id, purpose=purpose)
-    session.commit()
-    log.info("scan refused", extra={"token_id": claims.token_id, "code": code, "institution": inst.code})
+    conn.commit()
+    logs.event(log, "scan refused", token_id=claims.token_id, code=code, institution=inst.code)
 
 
-def _check(session, rt, inst, voucher, person, claims, purpose, now) -> dict:
+def _check(session, rt, inst, voucher, person, insurance_type, claims, purpose, now) -> dict:
     """Every rule that can refuse a well-signed token; returns the presenting guardian, if any."""
     require_usable(voucher)
     if voucher.suspended_at and claims.iat <= aware(voucher.suspended_at).timestamp():
@@ -117,8 +182,7 @@ def _check(session, rt, inst, voucher, person, claims, purpose, now) -> dict:
         presenter = family.presenter(session, rt, voucher, claims.actor, claims.iat)
         if presenter is None:
             raise DomainError("token_revoked", "The family link this code was shown under has ended")
-    enrolment = registry.active_enrolment(session, person, claims.region)
-    if enrolment is None:
+    if insurance_type is None:
         raise DomainError("region_not_enrolled", "The person is not actively insured in the code's region")
     filing = None
     if not same_pooling_area(claims.region, inst.region_code) and purpose != "emergency":
@@ -131,7 +195,7 @@ def _check(session, rt, inst, voucher, person, claims, purpose, now) -> dict:
             raise DomainError("pin_required", "The holder must set a payment PIN before paying")
         if voucher.pin_initial:
             raise DomainError("pin_change_required", "The holder must change the initial PIN before paying")
-    return {"presenter": presenter, "enrolment": enrolment, "filing": filing}
+    return {"presenter": presenter, "insurance_type": insurance_type, "filing": filing}
 
 
 def covering_filing(session: Session, person_id: int, region: str, today: dt.date) -> RemoteCareFiling | None:
@@ -143,17 +207,14 @@ def covering_filing(session: Session, person_id: int, region: str, today: dt.dat
     return None
 
 
-def _accept(session, rt, inst, voucher, person, claims, purpose, facts, now) -> dict:
-    scan_id = "scn_" + secrets.token_hex(12)
-    ec = ec_token(claims.region)
-    ec_ttl = rt.config.ec_token_ttl
+def _body(rt, voucher, person, claims, purpose, facts, now) -> dict:
     filing = facts["filing"]
-    body = {
-        "scan_id": scan_id,
-        "ec_token": ec,
-        "ec_token_expires_in": ec_ttl,
+    return {
+        "scan_id": "scn_" + secrets.token_hex(12),
+        "ec_token": ec_token(claims.region),
+        "ec_token_expires_in": rt.config.ec_token_ttl,
         "person": person_card(rt, person, utc(now).date()),
-        "insurance": {"region_code": claims.region, "insurance_type": facts["enrolment"].insurance_type},
+        "insurance": {"region_code": claims.region, "insurance_type": facts["insurance_type"]},
         "voucher_status": voucher.status,
         "presented_by": facts["presenter"],
         "remote_care_filing_id": filing.filing_id if filing else None,
@@ -161,14 +222,14 @@ def _accept(session, rt, inst, voucher, person, claims, purpose, facts, now) -> 
         "token_id": claims.token_id,
         "scanned_at": iso_z(utc(now)),
     }
-    session.connection().execute(_INSERT_SCAN, {"scan_id": scan_id, "institution_id": inst.id, "voucher_id": voucher.id,
-                                   "token_id": claims.token_id, "purpose": purpose, "ec_token": ec,
-                                   "ec_expires_at": utc(now + ec_ttl), "result": body, "created_at": utc(now)})
-    records.record(session, voucher, "scan", institution=inst.code, result="ok", purpose=purpose,
-                   token_id=claims.token_id, scan_id=scan_id, actor_guardian=bool(claims.actor))
-    session.commit()
+
+
+def _accept(conn, inst, voucher, claims, purpose, body) -> dict:
+    records.append(conn, voucher.id, "scan", institution=inst.code, result="ok", purpose=purpose,
+                   token_id=claims.token_id, scan_id=body["scan_id"], actor_guardian=bool(claims.actor))
+    conn.commit()
     metrics.SCANS.labels("ok").inc()
-    log.info("scan accepted", extra={"token_id": claims.token_id, "scan_id": scan_id, "institution": inst.code})
+    logs.event(log, "scan accepted", token_id=claims.token_id, scan_id=body["scan_id"], institution=inst.code)
     return body
 
 

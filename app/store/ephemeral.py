@@ -6,9 +6,11 @@ import random
 import time
 from typing import Protocol
 
-from sqlalchemy import text
+from sqlalchemy import Integer, String, text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
+
+from .prepared import Prepared
 
 
 class StoreUnavailable(Exception):
@@ -18,16 +20,16 @@ class StoreUnavailable(Exception):
 class EphemeralStore(Protocol):
     name: str
 
-    def consume(self, tag: str, token_id: str, ttl: int, *, conn=None) -> bool:
-        """Mark a token used; True only for the first caller, atomically across workers.
-
-        The SQL store joins `conn`'s transaction when given, so the mark and the scan commit together."""
+    def consume(self, tag: str, token_id: str, ttl: int) -> bool:
+        """Mark a token used; True only for the first caller, atomically across workers."""
 
     def use_nonce(self, scope: str, nonce: str, ttl: int) -> bool:
         """Record a nonce; True when it had not been seen within its ttl."""
 
-    def hit(self, key: str, limit: int, window: int) -> tuple[bool, int]:
-        """Count one event in a fixed window; (allowed, seconds until the window resets)."""
+    def hit(self, key: str, limit: int, window: int, *, conn=None) -> tuple[bool, int]:
+        """Count one event in a fixed window; (allowed, seconds until the window resets).
+
+        The SQL store joins `conn`'s transaction when given (a refused caller rolls it back)."""
 
     def remember(self, group: str, member: str, ttl: int) -> None:
         """Add a member to a set whose members expire individually."""
@@ -40,13 +42,15 @@ class EphemeralStore(Protocol):
 
 
 # Plain SQL that SQLite (≥ 3.35) and PostgreSQL both run, prepared once: this is the hot path.
-_TAKE = text(
+_TAKE = Prepared(text(
     "INSERT INTO ephemeral_entries (scope, key, expires_at) VALUES (:scope, :key, :expires) "
     "ON CONFLICT (scope, key) DO UPDATE SET expires_at = excluded.expires_at "
     "WHERE ephemeral_entries.expires_at < :now RETURNING key")  # an expired entry is taken over
-_HIT = text(
+    .columns(key=String))
+_HIT = Prepared(text(
     'INSERT INTO rate_counters (key, "window", count, expires_at) VALUES (:key, :window, 1, :expires) '
     'ON CONFLICT (key, "window") DO UPDATE SET count = rate_counters.count + 1 RETURNING count')
+    .columns(count=Integer))
 _PURGE_ENTRIES = text("DELETE FROM ephemeral_entries WHERE expires_at < :now")
 _PURGE_COUNTERS = text("DELETE FROM rate_counters WHERE expires_at < :now")
 _MEMBERS = text("SELECT key FROM ephemeral_entries WHERE scope = 'set' AND key >= :lo AND key < :hi "
@@ -62,34 +66,38 @@ class SqlStore:
         self.engine = engine
         self.clock = clock
 
-    def _add(self, scope: str, key: str, ttl: int, conn: Connection | None = None) -> bool:
+    def _add(self, scope: str, key: str, ttl: int) -> bool:
         now = int(self.clock())
         params = {"scope": scope, "key": key, "expires": now + ttl, "now": now}
         try:
-            if conn is not None:  # inside the caller's transaction: commits or rolls back with it
-                return conn.execute(_TAKE, params).first() is not None
             with self.engine.begin() as own:
-                taken = own.execute(_TAKE, params).first() is not None
+                taken = _TAKE.one(own, params) is not None
                 if random.random() < 0.001:  # purge expired rows now and then
                     own.execute(_PURGE_ENTRIES, {"now": now})
                 return taken
         except SQLAlchemyError as exc:
             raise StoreUnavailable(str(exc.__class__.__name__)) from exc
 
-    def consume(self, tag: str, token_id: str, ttl: int, *, conn: Connection | None = None) -> bool:
-        return self._add("used", token_id, ttl, conn)
+    def consume(self, tag: str, token_id: str, ttl: int) -> bool:
+        # Scans do not call this on the SQL store: there the scan row, unique by token_id and
+        # written in the scan's own transaction, is the mark (app/services/scans.py).
+        return self._add("used", token_id, ttl)
 
     def use_nonce(self, scope: str, nonce: str, ttl: int) -> bool:
         return self._add("nonce", f"{scope}|{nonce}", ttl)
 
-    def hit(self, key: str, limit: int, window: int) -> tuple[bool, int]:
+    def hit(self, key: str, limit: int, window: int, *, conn: Connection | None = None) -> tuple[bool, int]:
         now = int(self.clock())
         start = now - now % window
+        params = {"key": key, "window": start, "expires": start + window}
         try:
-            with self.engine.begin() as conn:
-                count = conn.execute(_HIT, {"key": key, "window": start, "expires": start + window}).scalar_one()
-                if random.random() < 0.001:
-                    conn.execute(_PURGE_COUNTERS, {"now": now})
+            if conn is not None:
+                count = _HIT.scalar(conn, params)
+            else:
+                with self.engine.begin() as own:
+                    count = _HIT.scalar(own, params)
+                    if random.random() < 0.001:
+                        own.execute(_PURGE_COUNTERS, {"now": now})
         except SQLAlchemyError as exc:
             raise StoreUnavailable(str(exc.__class__.__name__)) from exc
         return count <= limit, start + window - now
@@ -135,7 +143,7 @@ class RedisStore:
         except self._redis_mod.RedisError as exc:
             raise StoreUnavailable(exc.__class__.__name__) from exc
 
-    def consume(self, tag: str, token_id: str, ttl: int, *, conn=None) -> bool:
+    def consume(self, tag: str, token_id: str, ttl: int) -> bool:
         key = f"{self.prefix}:used:{{{tag}}}:{token_id}"
         return bool(self._call(self.client.set, key, b"1", nx=True, ex=max(ttl, 1)))
 
@@ -143,7 +151,7 @@ class RedisStore:
         key = f"{self.prefix}:nonce:{{{scope}}}:{nonce}"
         return bool(self._call(self.client.set, key, b"1", nx=True, ex=max(ttl, 1)))
 
-    def hit(self, key: str, limit: int, window: int) -> tuple[bool, int]:
+    def hit(self, key: str, limit: int, window: int, *, conn=None) -> tuple[bool, int]:
         now = int(self.clock())
         start = now - now % window
         rkey = f"{self.prefix}:rate:{{{key}}}:{start}"

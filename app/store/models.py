@@ -183,11 +183,13 @@ class Scan(Base):
     __tablename__ = "scans"
     id: Mapped[int] = mapped_column(primary_key=True)
     scan_id: Mapped[str] = mapped_column(String(32), unique=True)
-    institution_id: Mapped[int] = mapped_column(ForeignKey("institutions.id"), index=True)
-    voucher_id: Mapped[int] = mapped_column(ForeignKey("vouchers.id"), index=True)
+    # Only scan_id (the lookup key) and token_id (one use) are indexed: each index is one more
+    # page written per scan (migration 0002).
+    institution_id: Mapped[int] = mapped_column(ForeignKey("institutions.id"))
+    voucher_id: Mapped[int] = mapped_column(ForeignKey("vouchers.id"))
     token_id: Mapped[str] = mapped_column(String(32), unique=True)
     purpose: Mapped[str] = mapped_column(String(32))
-    ec_token: Mapped[str] = mapped_column(String(64), unique=True)
+    ec_token: Mapped[str] = mapped_column(String(64))
     ec_expires_at: Mapped[dt.datetime] = mapped_column()
     result: Mapped[dict] = mapped_column(JSON)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)

@@ -197,6 +197,37 @@ def test_scan_rate_limit_per_institution(make_world):
     assert problem_code(resp) == "rate_limited" and int(resp.headers["Retry-After"]) > 0
 
 
+def test_every_scan_attempt_counts_once_against_the_limit(make_world):
+    """Refused attempts count too (a bad code, a rule, a second use), each exactly once."""
+    world = make_world(scan_rate_per_minute=4)
+    holder = world.holder("林娜", pin="000000")  # an initial PIN: payments are refused
+    token = world.qr(holder)
+    attempts = [world.scan("H110000001", "EV1:NOT-A-CODE"),
+                world.scan("H110000001", world.qr(holder), purpose="pharmacy"),
+                world.scan("H110000001", token),
+                world.scan("H110000001", token),
+                world.scan("H110000001", world.qr(holder))]
+    codes = [r.status_code == 200 or problem_code(r) for r in attempts]
+    assert codes == ["token_malformed", "pin_change_required", True, "token_already_used", "rate_limited"]
+
+
+def test_the_database_refuses_a_second_scan_even_if_the_token_store_forgets(world):
+    """With Redis, a lost mark (failover, flush) still cannot admit a token twice: scan rows
+    are unique by token id. Without Redis that row is the only mark."""
+    holder = world.holder("张丽")
+    token = world.qr(holder)
+    assert world.scan("H110000001", token).status_code == 200
+    if world.rt.store.name == "redis":
+        store = world.rt.store
+        for key in store.client.scan_iter(f"{store.prefix}:used:*"):
+            store.client.delete(key)
+    again = world.scan("H110000001", token)
+    assert again.status_code == 409 and problem_code(again) == "token_already_used"
+    records = world.client.get("/v1/me/records", headers=holder["headers"]).get_json()["items"]
+    scans = [r["detail"]["result"] for r in records if r["kind"] == "scan"]
+    assert scans == ["token_already_used", "ok"]
+
+
 def test_issue_rate_limit_per_voucher(make_world):
     world = make_world(issue_rate_per_minute=2)
     holder = world.holder("张丽")
