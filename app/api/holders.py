@@ -37,8 +37,8 @@ def qr_tokens():
     data = body({"voucher_id": Field(str, required=False, max_len=32),
                  "format": Field(str, required=False, choices=("ev1", "jwt")),
                  "image": Field(str, required=False, choices=("svg", "png"))})
-    rt, session, voucher = _me()
-    out = qr.issue(session, rt, voucher, voucher_id=data.get("voucher_id"), fmt=data.get("format"),
+    rt = runtime()
+    out = qr.issue(rt.session(), rt, g.auth, voucher_id=data.get("voucher_id"), fmt=data.get("format"),
                    image=data.get("image"))
     return jsonify(out), 201
 

@@ -100,10 +100,9 @@ def _load(conn, claims):
 def _count(conn, rt, inst) -> None:
     """Count one scan against the institution's limit. The SQL store counts inside `conn`'s
     transaction (one commit per scan) and a refusal rolls it back; Redis counts on its own."""
-    joined = rt.store.name == "sql"
     try:
         limits.enforce(rt, "scan", inst.code, rt.config.scan_rate_per_minute,
-                       "Too many scans from this institution", conn=conn if joined else None)
+                       "Too many scans from this institution", conn=conn)
     except DomainError:
         conn.rollback()
         raise
