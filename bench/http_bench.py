@@ -328,14 +328,15 @@ def wrk(args, url: str, script: str, script_args: list[str], duration: int) -> t
     return parse_wrk(proc.stdout), proc.stdout, cmd
 
 
-def start_py_spy(py_spy: str, pids: list[int], duration: int, out_dir: str, name: str) -> list:
-    """Sample every worker for the run; --idle so that time blocked on a lock, the database or
-    Redis counts too (a sync worker serves nobody while it waits)."""
+def start_py_spy(py_spy: str, pids: list[int], duration: int, out_dir: str, name: str,
+                 idle: bool = True) -> list:
+    """Sample every worker for the run; with `idle`, time blocked on a lock, the database or
+    Redis counts too (a sync worker serves nobody while it waits); without, CPU time only."""
     procs = []
     for pid in pids:
         out = os.path.join(out_dir, f"{name}-{pid}.txt")
-        cmd = [py_spy, "record", "--pid", str(pid), "--duration", str(duration), "--rate", "200", "--idle",
-               "--format", "raw", "--nonblocking", "--output", out]
+        cmd = [py_spy, "record", "--pid", str(pid), "--duration", str(duration), "--rate", "200",
+               *(["--idle"] if idle else []), "--format", "raw", "--nonblocking", "--output", out]
         procs.append((subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE), out))
     return procs
 
@@ -404,6 +405,8 @@ def main() -> None:
                     help="keep gunicorn.conf.py's worker recycling (max_requests=20000)")
     ap.add_argument("--wsgi-app", default=None,
                     help='start `python -m gunicorn -c gunicorn.conf.py ... WSGI_APP` instead of `evoucher serve`')
+    ap.add_argument("--py-spy-cpu", action="store_true",
+                    help="with --py-spy: sample CPU time only (leave out time spent waiting)")
     ap.add_argument("--py-spy", default=None,
                     help="path to py-spy (install it outside the project venv): profile the workers during "
                          "each run. py-spy takes CPU too, so a profiled run's req/s are low and it is marked "
@@ -474,7 +477,8 @@ def main() -> None:
         def measure(name: str, url: str, script: str, sargs: list[str], key: str, tokens=None) -> dict:
             quiet = wait_quiet(args.max_busy, args.max_wait, log) if args.max_wait else float("nan")
             pids = server.worker_pids()
-            spy = start_py_spy(args.py_spy, pids, args.duration, tmp, key) if args.py_spy else None
+            spy = start_py_spy(args.py_spy, pids, args.duration, tmp, key, not args.py_spy_cpu) \
+                if args.py_spy else None
             bpids = backend_pids() if (args.database_url or args.redis_url) else []
             w0, s0, c0, b0 = proc_cpu(pids), system_cpu(), os.times(), proc_cpu(bpids)
             r, out, cmd = wrk(args, url, script, sargs, args.duration)

@@ -19,6 +19,9 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
+from nacl.exceptions import BadSignatureError
+from nacl.signing import SigningKey as NaclSigningKey
+from nacl.signing import VerifyKey as NaclVerifyKey
 
 from . import aead, sm2
 
@@ -35,6 +38,7 @@ class KeyringError(ValueError):
 
 @lru_cache(maxsize=16)
 def _private_obj(alg: str, private: bytes):
+    """pyca/cryptography key objects: for PyJWT (crypto/jws.py) and for ES256."""
     if alg == "Ed25519":
         return ed25519.Ed25519PrivateKey.from_private_bytes(private)
     d = int.from_bytes(private, "big")
@@ -48,6 +52,20 @@ def _public_obj(alg: str, public: bytes):
     if alg == "Ed25519":
         return ed25519.Ed25519PublicKey.from_public_bytes(public)
     return ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), public)
+
+
+# Raw Ed25519 signatures (ev1 tokens, the hot path) go through libsodium (PyNaCl): here it
+# verifies in about half the time OpenSSL takes (60 µs against 116 µs, docs/benchmarks.md)
+# and signs in 23 µs against 36 µs, and it is the stricter verifier of the two (canonical S,
+# no small-order keys or R). Ed25519 is deterministic: both give the same signature bytes.
+@lru_cache(maxsize=16)
+def _ed25519_signer(private: bytes) -> NaclSigningKey:
+    return NaclSigningKey(private)
+
+
+@lru_cache(maxsize=256)
+def _ed25519_verifier(public: bytes) -> NaclVerifyKey:
+    return NaclVerifyKey(public)
 
 
 @dataclass(frozen=True)
@@ -78,9 +96,9 @@ class SigningKey:
             raise ValueError(f"key {self.kid} has no private part")
         if self.alg == "SM2":
             return sm2.sign(self.private, msg)
-        key = _private_obj(self.alg, self.private)
         if self.alg == "Ed25519":
-            return key.sign(msg)
+            return _ed25519_signer(self.private).sign(msg).signature
+        key = _private_obj(self.alg, self.private)
         r, s = decode_dss_signature(key.sign(msg, ec.ECDSA(hashes.SHA256())))
         return r.to_bytes(32, "big") + s.to_bytes(32, "big")
 
@@ -91,14 +109,13 @@ class SigningKey:
                 return False
             if self.alg == "SM2":
                 return sm2.verify(self.public, msg, sig)
-            key = _public_obj(self.alg, self.public)
             if self.alg == "Ed25519":
-                key.verify(sig, msg)
-            else:
-                r, s = int.from_bytes(sig[:32], "big"), int.from_bytes(sig[32:], "big")
-                key.verify(encode_dss_signature(r, s), msg, ec.ECDSA(hashes.SHA256()))
+                _ed25519_verifier(self.public).verify(msg, sig)
+                return True
+            r, s = int.from_bytes(sig[:32], "big"), int.from_bytes(sig[32:], "big")
+            _public_obj(self.alg, self.public).verify(encode_dss_signature(r, s), msg, ec.ECDSA(hashes.SHA256()))
             return True
-        except (InvalidSignature, TypeError, ValueError):
+        except (InvalidSignature, BadSignatureError, TypeError, ValueError):
             return False
 
 

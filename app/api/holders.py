@@ -38,7 +38,7 @@ def qr_tokens():
                  "format": Field(str, required=False, choices=("ev1", "jwt")),
                  "image": Field(str, required=False, choices=("svg", "png"))})
     rt = runtime()
-    out = qr.issue(rt.session(), rt, g.auth, voucher_id=data.get("voucher_id"), fmt=data.get("format"),
+    out = qr.issue(rt, g.auth, voucher_id=data.get("voucher_id"), fmt=data.get("format"),
                    image=data.get("image"))
     return jsonify(out), 201
 

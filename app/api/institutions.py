@@ -53,7 +53,7 @@ def oauth_token():
 
 def _institution():
     rt = runtime()
-    inst = institutions.cached(rt.session(), rt, g.auth["sub"])
+    inst = institutions.cached(rt, g.auth["sub"])
     if inst is None:
         raise DomainError("unauthorized", "Unknown institution")
     return rt, inst
@@ -64,7 +64,7 @@ def _institution():
 def create_scan():
     data = body({"token": Field(str, max_len=2048), "purpose": Field(str, choices=scans.PURPOSES)})
     rt, inst = _institution()
-    return jsonify(scans.scan(rt.session(), rt, inst, data["token"], data["purpose"]))
+    return jsonify(scans.scan(rt, inst, data["token"], data["purpose"]))
 
 
 @bp.get("/scans/<scan_id>")

@@ -71,7 +71,7 @@ class InstitutionView:
 CACHE_SECONDS = 5.0
 
 
-def cached(session: Session, rt, code: str) -> InstitutionView | None:
+def cached(rt, code: str) -> InstitutionView | None:
     """An institution as seen at most 5 s ago: a scan-path read saved per request.
 
     A deactivation therefore stops scans within 5 seconds (docs/decisions.md)."""
@@ -80,7 +80,7 @@ def cached(session: Session, rt, code: str) -> InstitutionView | None:
     hit = cache.get(code)
     if hit is not None and now - hit[1] <= CACHE_SECONDS:
         return hit[0]
-    inst = by_code(session, code)
+    inst = by_code(rt.session(), code)
     view = InstitutionView(inst.id, inst.code, inst.kind, inst.region_code, inst.status) if inst else None
     if len(cache) > 10_000:
         cache.clear()

@@ -71,13 +71,15 @@ def load_keyring(session: Session, rt) -> kr.Keyring:
     return kr.Keyring(keys, current)
 
 
-def keyring(rt, session: Session, *, refresh: bool = False) -> kr.Keyring:
-    """The cached keyring; reloaded every few seconds so a rotation by the CLI reaches all workers."""
+def keyring(rt, session: Session | None = None, *, refresh: bool = False) -> kr.Keyring:
+    """The cached keyring; reloaded every few seconds so a rotation by the CLI reaches all workers.
+
+    Without a session, the request's session is opened only when the ring must be reloaded."""
     cached = rt.keyring_cache.get("ring")
     now = rt.clock.now()
     age = now - rt.keyring_cache.get("at", 0)
     # A forced refresh (unknown kid) reloads at most once a second, so junk tokens cannot hammer the database.
     if cached is None or age > CACHE_SECONDS or (refresh and age > 1.0):
-        cached = load_keyring(session, rt)
+        cached = load_keyring(session if session is not None else rt.session(), rt)
         rt.keyring_cache.update(ring=cached, at=now)
     return cached

@@ -6,7 +6,6 @@ import functools
 import io
 import itertools
 
-from sqlalchemy.orm import Session
 
 from crypto import tokens
 
@@ -22,17 +21,17 @@ def issued_group(member_voucher_id: str, guardian_voucher_id: str) -> str:
     return f"{member_voucher_id}:{guardian_voucher_id}"
 
 
-def issue(session: Session, rt, claims: dict, *, voucher_id: str | None, fmt: str | None,
-          image: str | None) -> dict:
+def issue(rt, claims: dict, *, voucher_id: str | None, fmt: str | None, image: str | None) -> dict:
     """Sign a short-lived one-use token for the holder's voucher or a linked member's.
 
     The holder lookup and the rate count share one Core connection (prepared statements, one
-    commit); the ORM session serves only the family path."""
+    commit); the request's ORM session is opened only on the family path."""
     with rt.engine.connect() as conn:
         holder = activation.holder_snapshot(conn, claims)
         actor = None
         target = holder
         if voucher_id and voucher_id != holder.voucher_id:
+            session = rt.session()
             target = by_public_id(session, voucher_id)
             if not family.active_link(session, holder, target):
                 raise DomainError("forbidden", "You may show codes only for yourself and linked family members")
@@ -46,7 +45,7 @@ def issue(session: Session, rt, claims: dict, *, voucher_id: str | None, fmt: st
     now = int(rt.clock.now())
     lifetime = rt.config.token_lifetime
     token_id = tokens.new_token_id()
-    text = tokens.issue(keys.keyring(rt, session).current, voucher_id=target.voucher_id,
+    text = tokens.issue(keys.keyring(rt).current, voucher_id=target.voucher_id,
                         region=target.active_region, iat=now, lifetime=lifetime, token_id=token_id,
                         actor=actor, fmt=fmt, issuer=rt.config.issuer)
     if actor:

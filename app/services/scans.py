@@ -31,15 +31,15 @@ def ec_token(region: str) -> str:
     return region + "ec" + base64.b32encode(secrets.token_bytes(20)).decode()[:30]
 
 
-def _verify(session: Session, rt, text: str, now: int):
+def _verify(rt, text: str, now: int):
     try:
-        return tokens.verify(text, keys.keyring(rt, session), now, skew=rt.config.clock_skew,
+        return tokens.verify(text, keys.keyring(rt), now, skew=rt.config.clock_skew,
                              issuer=rt.config.issuer)
     except TokenError as exc:
         if exc.code != "token_unknown_key":
             raise DomainError(exc.code, _TOKEN_DETAIL[exc.code]) from None
     try:  # a key rotated by another process: reload once
-        return tokens.verify(text, keys.keyring(rt, session, refresh=True), now,
+        return tokens.verify(text, keys.keyring(rt, refresh=True), now,
                              skew=rt.config.clock_skew, issuer=rt.config.issuer)
     except TokenError as exc:
         raise DomainError(exc.code, _TOKEN_DETAIL[exc.code]) from None
@@ -53,14 +53,15 @@ _TOKEN_DETAIL = {
 }
 
 
-def scan(session: Session, rt, inst, text: str, purpose: str) -> dict:
+def scan(rt, inst, text: str, purpose: str) -> dict:
     """Verify, check every rule, consume once, record; refusals carry their own code.
 
     The scan's writes go through one Core connection of its own (prepared statements, one
-    commit); the ORM session serves only the rare reads (family links, remote-care filings)."""
+    commit); the request's ORM session is opened only for the rare reads (family links,
+    remote-care filings)."""
     try:
         with rt.engine.connect() as conn:
-            return _scan(session, conn, rt, inst, text, purpose)
+            return _scan(conn, rt, inst, text, purpose)
     except DomainError as exc:
         metrics.SCANS.labels(exc.code).inc()
         raise
@@ -108,14 +109,14 @@ def _count(conn, rt, inst) -> None:
         raise
 
 
-def _scan(session: Session, conn, rt, inst, text: str, purpose: str) -> dict:
+def _scan(conn, rt, inst, text: str, purpose: str) -> dict:
     if inst.status != "active":
         raise DomainError("institution_inactive", "This institution may not scan")
     now = int(rt.clock.now())
     # Every attempt counts once against the institution's limit, in the transaction that
     # records its outcome when there is one.
     try:
-        claims = _verify(session, rt, text.strip(), now)
+        claims = _verify(rt, text.strip(), now)
         voucher, person, insurance_type = _load(conn, claims)
     except DomainError:
         conn.rollback()
@@ -123,7 +124,7 @@ def _scan(session: Session, conn, rt, inst, text: str, purpose: str) -> dict:
         conn.commit()
         raise
     try:
-        facts = _check(session, rt, inst, voucher, person, insurance_type, claims, purpose, now)
+        facts = _check(rt, inst, voucher, person, insurance_type, claims, purpose, now)
     except DomainError as exc:
         _count(conn, rt, inst)
         _refused(conn, voucher, inst, claims, purpose, exc.code)
@@ -171,21 +172,21 @@ def _refused(conn, voucher, inst, claims, purpose: str, code: str) -> None:
     logs.event(log, "scan refused", token_id=claims.token_id, code=code, institution=inst.code)
 
 
-def _check(session, rt, inst, voucher, person, insurance_type, claims, purpose, now) -> dict:
+def _check(rt, inst, voucher, person, insurance_type, claims, purpose, now) -> dict:
     """Every rule that can refuse a well-signed token; returns the presenting guardian, if any."""
     require_usable(voucher)
     if voucher.suspended_at and claims.iat <= aware(voucher.suspended_at).timestamp():
         raise DomainError("token_revoked", "The code was issued before the voucher was reported lost")
     presenter = None
     if claims.actor:
-        presenter = family.presenter(session, rt, voucher, claims.actor, claims.iat)
+        presenter = family.presenter(rt.session(), rt, voucher, claims.actor, claims.iat)
         if presenter is None:
             raise DomainError("token_revoked", "The family link this code was shown under has ended")
     if insurance_type is None:
         raise DomainError("region_not_enrolled", "The person is not actively insured in the code's region")
     filing = None
     if not same_pooling_area(claims.region, inst.region_code) and purpose != "emergency":
-        filing = covering_filing(session, person.id, inst.region_code, utc(now).date())
+        filing = covering_filing(rt.session(), person.id, inst.region_code, utc(now).date())
         if filing is None:
             raise DomainError("remote_care_filing_required",
                               "Care outside the insured area needs a remote-care filing (异地就医备案)")

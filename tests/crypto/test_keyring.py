@@ -72,6 +72,21 @@ def test_es256_signature_is_raw_r_s(keys):
     pub.verify(der, b"m", ec.ECDSA(hashes.SHA256()))  # raises if not a valid r||s
 
 
+def test_ed25519_signatures_are_openssls_and_non_canonical_s_is_refused(keys):
+    """The raw path (libsodium) signs exactly as OpenSSL does, and OpenSSL verifies it."""
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+    key = keys["Ed25519"]
+    msg = b"EV1 token body"
+    sig = key.sign(msg)
+    assert ed25519.Ed25519PrivateKey.from_private_bytes(key.private).sign(msg) == sig
+    ed25519.Ed25519PublicKey.from_public_bytes(key.public).verify(sig, msg)
+    assert key.verify(msg, sig)
+    order = 2**252 + 27742317777372353535851937790883648493
+    s = int.from_bytes(sig[32:], "little") + order  # the same point equation, a non-canonical S
+    assert s < 2**256 and not key.verify(msg, sig[:32] + s.to_bytes(32, "little"))
+    assert not key.verify(msg + b"!", sig) and not key.verify(msg, sig[:-1])
+
+
 def test_sm2_key_matches_sm2_module(keys):
     key = keys["SM2"]
     assert sm2.public_from_private(key.private) == key.public
