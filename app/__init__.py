@@ -32,7 +32,7 @@ def create_app(config: Config | None = None, *, clock=None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
     app.json.ensure_ascii = False
     app.json.sort_keys = False
-    engine = make_engine(config.database_url)
+    engine = make_engine(config.database_url, config.sqlite_synchronous)
     master = load_master_key(config)
     from sqlalchemy.orm import sessionmaker
     rt = Runtime(config=config, engine=engine, sessions=sessionmaker(engine, expire_on_commit=False),

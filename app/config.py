@@ -25,6 +25,7 @@ class Config:
     instance_path: str = ""
     database_url: str = ""
     redis_url: str | None = None
+    sqlite_synchronous: str = "NORMAL"
     redis_prefix: str = "ev"
     master_key: bytes | None = None
     crypto_profile: str = "default"
@@ -53,6 +54,7 @@ class Config:
             database_url=env.get("DATABASE_URL", ""),
             redis_url=env.get("REDIS_URL") or None,
             redis_prefix=env.get("REDIS_PREFIX", "ev"),
+            sqlite_synchronous=env.get("SQLITE_SYNCHRONOUS", "NORMAL").upper(),
             crypto_profile=env.get("CRYPTO_PROFILE", "default"),
             issuer=env.get("EVOUCHER_ISSUER", "evoucher"),
             token_lifetime=_int(env, "TOKEN_LIFETIME", 60, 15, 300),
@@ -76,6 +78,8 @@ class Config:
     def validate(self) -> None:
         if self.crypto_profile not in ("default", "gm"):
             raise ValueError("CRYPTO_PROFILE must be 'default' or 'gm'")
+        if self.sqlite_synchronous not in ("NORMAL", "FULL"):
+            raise ValueError("SQLITE_SYNCHRONOUS must be NORMAL or FULL")
         if self.token_format not in ("ev1", "jwt"):
             raise ValueError("TOKEN_FORMAT must be 'ev1' or 'jwt'")
         if not 15 <= self.token_lifetime <= 300:

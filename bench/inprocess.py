@@ -150,7 +150,7 @@ def run(args, tmp: str) -> None:
                 call(app, env, raw)
             prof.disable()
             s = io.StringIO()
-            pstats.Stats(prof, stream=s).sort_stats("cumulative").print_stats(60)
+            pstats.Stats(prof, stream=s).sort_stats(os.environ.get("PSORT", "cumulative")).print_stats(60)
             print(s.getvalue())
             continue
         times = []

@@ -5,8 +5,15 @@ from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine
 
 
-def make_engine(url: str) -> Engine:
-    """Create an engine with the pragmas SQLite needs for concurrent workers."""
+def make_engine(url: str, sqlite_synchronous: str = "NORMAL") -> Engine:
+    """Create an engine with the pragmas SQLite needs for concurrent workers.
+
+    SQLite runs in WAL mode. With synchronous=NORMAL (the default) a commit survives a crash of
+    the service but not of the machine: a power loss can undo the last commits the OS had not
+    yet written. FULL syncs every commit to disk and costs about a fifth of scan throughput
+    (docs/benchmarks.md); PostgreSQL is the choice for production (docs/decisions.md)."""
+    if sqlite_synchronous not in ("NORMAL", "FULL"):
+        raise ValueError("sqlite_synchronous must be NORMAL or FULL")
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": 15, "check_same_thread": False})
 
@@ -14,7 +21,7 @@ def make_engine(url: str) -> Engine:
         def _pragmas(dbapi_conn, _record):  # pragma: no cover - exercised on every connect
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute(f"PRAGMA synchronous={sqlite_synchronous}")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA busy_timeout=15000")
             cur.close()

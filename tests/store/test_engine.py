@@ -1,0 +1,26 @@
+"""SQLite pragmas: WAL always; how durable a commit is, by configuration."""
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import text
+
+from app.config import Config
+from app.store.engine import make_engine
+
+
+@pytest.mark.parametrize("setting, level", [("NORMAL", 1), ("FULL", 2)])
+def test_sqlite_synchronous_setting(tmp_path, setting, level):
+    engine = make_engine(f"sqlite:///{tmp_path / 's.db'}", setting)
+    with engine.connect() as conn:
+        assert conn.execute(text("PRAGMA journal_mode")).scalar_one() == "wal"
+        assert conn.execute(text("PRAGMA synchronous")).scalar_one() == level
+    engine.dispose()
+
+
+def test_sqlite_synchronous_is_validated():
+    assert Config.from_env({}).sqlite_synchronous == "NORMAL"
+    assert Config.from_env({"SQLITE_SYNCHRONOUS": "full"}).sqlite_synchronous == "FULL"
+    with pytest.raises(ValueError, match="SQLITE_SYNCHRONOUS"):
+        Config.from_env({"SQLITE_SYNCHRONOUS": "OFF"})
+    with pytest.raises(ValueError):
+        make_engine("sqlite://", "OFF")
