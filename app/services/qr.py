@@ -12,6 +12,7 @@ from crypto import tokens
 from .. import metrics
 from ..errors import DomainError
 from ..store.ephemeral import StoreUnavailable
+from ..store.writelock import writes
 from . import activation, family, keys, limits, records
 from .vouchers import by_public_id, iso_z, require_usable, utc
 
@@ -38,9 +39,10 @@ def issue(rt, claims: dict, *, voucher_id: str | None, fmt: str | None, image: s
             actor = holder.voucher_id
         require_usable(holder)
         require_usable(target)
-        limits.enforce(rt, "issue", target.voucher_id, rt.config.issue_rate_per_minute,
-                       "Too many codes requested; wait a moment", conn=conn)
-        conn.commit()
+        with writes(rt.engine):
+            limits.enforce(rt, "issue", target.voucher_id, rt.config.issue_rate_per_minute,
+                           "Too many codes requested; wait a moment", conn=conn)
+            conn.commit()
     fmt = fmt or rt.config.token_format
     now = int(rt.clock.now())
     lifetime = rt.config.token_lifetime

@@ -18,6 +18,7 @@ from ..errors import DomainError
 from ..store.ephemeral import StoreUnavailable
 from ..store.models import Enrolment, Person, RemoteCareFiling, Scan, Voucher
 from ..store.prepared import Prepared, dialect_insert
+from ..store.writelock import writes
 from . import family, keys, limits, records
 from .vouchers import aware, iso_z, person_card, require_usable, same_pooling_area, utc
 
@@ -114,30 +115,33 @@ def _scan(conn, rt, inst, text: str, purpose: str) -> dict:
         raise DomainError("institution_inactive", "This institution may not scan")
     now = int(rt.clock.now())
     # Every attempt counts once against the institution's limit, in the transaction that
-    # records its outcome when there is one.
+    # records its outcome when there is one. Each write phase is one short transaction under
+    # the SQLite writer lock (app/store/writelock.py); everything else is done before it.
     try:
         claims = _verify(rt, text.strip(), now)
         voucher, person, insurance_type = _load(conn, claims)
     except DomainError:
         conn.rollback()
-        _count(conn, rt, inst)
-        conn.commit()
+        with writes(rt.engine):
+            _count(conn, rt, inst)
+            conn.commit()
         raise
     try:
         facts = _check(rt, inst, voucher, person, insurance_type, claims, purpose, now)
     except DomainError as exc:
-        _count(conn, rt, inst)
-        _refused(conn, voucher, inst, claims, purpose, exc.code)
+        with writes(rt.engine):
+            _count(conn, rt, inst)
+            _refused(conn, voucher, inst, claims, purpose, exc.code)
         raise
-    # Everything is computed before the first write: on SQLite the write lock is held only for
-    # the statements below and the commit.
     body = _body(rt, voucher, person, claims, purpose, facts, now)
-    _count(conn, rt, inst)
-    if not (_mark_shared(conn, rt, voucher, claims, now) and _insert_scan(conn, inst, voucher, claims, purpose, body, now)):
-        # Nothing was written but the count, which stands: record the refusal with it.
-        _refused(conn, voucher, inst, claims, purpose, "token_already_used")
-        raise DomainError("token_already_used", "This code was already used; ask for a fresh one")
-    return _accept(conn, inst, voucher, claims, purpose, body)
+    with writes(rt.engine):
+        _count(conn, rt, inst)
+        if not (_mark_shared(conn, rt, voucher, claims, now)
+                and _insert_scan(conn, inst, voucher, claims, purpose, body, now)):
+            # Nothing was written but the count, which stands: record the refusal with it.
+            _refused(conn, voucher, inst, claims, purpose, "token_already_used")
+            raise DomainError("token_already_used", "This code was already used; ask for a fresh one")
+        return _accept(conn, inst, voucher, claims, purpose, body)
 
 
 def _mark_shared(conn, rt, voucher, claims, now) -> bool:

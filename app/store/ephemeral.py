@@ -11,6 +11,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from .prepared import Prepared
+from .writelock import writes
 
 
 class StoreUnavailable(Exception):
@@ -70,7 +71,7 @@ class SqlStore:
         now = int(self.clock())
         params = {"scope": scope, "key": key, "expires": now + ttl, "now": now}
         try:
-            with self.engine.begin() as own:
+            with writes(self.engine), self.engine.begin() as own:
                 taken = _TAKE.one(own, params) is not None
                 if random.random() < 0.001:  # purge expired rows now and then
                     own.execute(_PURGE_ENTRIES, {"now": now})
@@ -94,7 +95,7 @@ class SqlStore:
             if conn is not None:
                 count = _HIT.scalar(conn, params)
             else:
-                with self.engine.begin() as own:
+                with writes(self.engine), self.engine.begin() as own:
                     count = _HIT.scalar(own, params)
                     if random.random() < 0.001:
                         own.execute(_PURGE_COUNTERS, {"now": now})
