@@ -7,6 +7,7 @@ Run by hand (never by the test suite), from the project root:
     .venv/bin/python bench/http_bench.py \\
         --database-url postgresql://postgres@127.0.0.1:5432/evbench \\
         --redis-url redis://127.0.0.1:6379/14                   # PostgreSQL + Redis (scratch DB!)
+                       # the database is emptied first; its name must contain "bench"
     .venv/bin/python bench/http_bench.py --only scans --py-spy /tmp/pyspy/bin/py-spy
 
 What it does:
@@ -145,6 +146,22 @@ def server_env(args, tmp: str, port: int) -> dict:
         # pay several restarts that the slower runs do not. Off for the bench (see docs).
         env["GUNICORN_CMD_ARGS"] = "--max-requests 0"
     return env
+
+
+def reset_scratch_database(url: str) -> None:
+    """Empty the scratch PostgreSQL database: every run makes a new master key, and the keys
+    a previous run sealed under its own could not be opened. Refuses a database whose name
+    does not say it is a benchmark's."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+    name = make_url(url).database or ""
+    if "bench" not in name:
+        raise SystemExit(f"--database-url must name a scratch database (with 'bench' in its name), not {name!r}")
+    engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
+    with engine.begin() as conn:
+        conn.execute(text("DROP SCHEMA public CASCADE"))
+        conn.execute(text("CREATE SCHEMA public"))
+    engine.dispose()
 
 
 def run_checked(cmd: list[str], env: dict, what: str) -> str:
@@ -429,6 +446,8 @@ def main() -> None:
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is missing: apt-get install -y wrk")
 
+    if args.database_url:
+        reset_scratch_database(args.database_url)
     tmp = tempfile.mkdtemp(prefix="evoucher-http-bench-")
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
