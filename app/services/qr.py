@@ -26,8 +26,11 @@ def issue(rt, claims: dict, *, voucher_id: str | None, fmt: str | None, image: s
     """Sign a short-lived one-use token for the holder's voucher or a linked member's.
 
     The holder lookup and the rate count share one Core connection (prepared statements, one
-    commit); the request's ORM session is opened only on the family path."""
-    with rt.engine.connect() as conn:
+    commit); the request's ORM session is opened only on the family path. When the count is
+    not in the database (Redis), the lookup is the connection's only statement and runs in
+    autocommit: on PostgreSQL that saves the BEGIN and COMMIT round trips."""
+    read_only = rt.store.name != "sql"
+    with rt.engine.connect().execution_options(**({"isolation_level": "AUTOCOMMIT"} if read_only else {})) as conn:
         holder = activation.holder_snapshot(conn, claims)
         actor = None
         target = holder
