@@ -46,12 +46,13 @@ class Prepared:
 
     def __init__(self, stmt: ClauseElement | Callable[[Any], ClauseElement]):
         self.stmt = stmt
-        self._plans: dict[str, _Plan] = {}
+        self._plans: dict[tuple[str, str], _Plan] = {}
 
     def _plan(self, dialect) -> _Plan:
-        plan = self._plans.get(dialect.name)
+        key = (dialect.name, dialect.driver)  # the driver decides the parameter style
+        plan = self._plans.get(key)
         if plan is None:
-            plan = self._plans[dialect.name] = self._compile(dialect)
+            plan = self._plans[key] = self._compile(dialect)
         return plan
 
     def _compile(self, dialect) -> _Plan:
