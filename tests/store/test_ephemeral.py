@@ -81,3 +81,18 @@ def test_unreachable_redis_raises_store_unavailable():
         dead.consume("V", "t", 10)
     with pytest.raises(StoreUnavailable):
         dead.ping()
+
+
+def test_redis_counter_always_carries_its_expiry():
+    """The count and its expiry are set in one MULTI/EXEC: no counter outlives its window (a
+    counter without one would refuse that key for ever)."""
+    reason = redis_available()
+    if reason:
+        need_service("Redis", reason)
+    store = RedisStore(REDIS_URL, prefix=f"evt{uuid.uuid4().hex[:8]}")
+    key = "t:" + uuid.uuid4().hex
+    assert store.hit(key, 2, 60)[0] is True
+    [rkey] = list(store.client.scan_iter(f"{store.prefix}:rate:*"))
+    assert 0 < store.client.ttl(rkey) <= 61
+    assert [store.hit(key, 2, 60)[0] for _ in range(2)] == [True, False]
+    assert 0 < store.client.ttl(rkey) <= 61 and int(store.client.get(rkey)) == 3
