@@ -6,7 +6,6 @@ tokens with libsodium (crypto/keyring.py); this shows why, on this machine.
 
 import os
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))

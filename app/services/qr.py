@@ -6,7 +6,6 @@ import functools
 import io
 import itertools
 
-
 from crypto import tokens
 
 from .. import metrics
@@ -29,8 +28,10 @@ def issue(rt, claims: dict, *, voucher_id: str | None, fmt: str | None, image: s
     commit); the request's ORM session is opened only on the family path. When the count is
     not in the database (Redis), the lookup is the connection's only statement and runs in
     autocommit: on PostgreSQL that saves the BEGIN and COMMIT round trips."""
-    read_only = rt.store.name != "sql"
-    with rt.engine.connect().execution_options(**({"isolation_level": "AUTOCOMMIT"} if read_only else {})) as conn:
+    conn = rt.engine.connect()
+    if rt.store.name != "sql":
+        conn.execution_options(isolation_level="AUTOCOMMIT")
+    with conn:
         holder = activation.holder_snapshot(conn, claims)
         actor = None
         target = holder

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
 import logging
 import secrets
@@ -99,43 +100,43 @@ def _load(conn, claims):
     return voucher, person, row["insurance_type"]
 
 
-def _count(conn, rt, inst) -> None:
-    """Count one scan against the institution's limit. The SQL store counts inside `conn`'s
-    transaction (one commit per scan) and a refusal rolls it back; Redis counts on its own."""
-    try:
-        limits.enforce(rt, "scan", inst.code, rt.config.scan_rate_per_minute,
-                       "Too many scans from this institution", conn=conn)
-    except DomainError:
-        conn.rollback()
-        raise
+@contextlib.contextmanager
+def _write_phase(conn, rt, inst):
+    """One short write transaction under the SQLite writer lock (app/store/writelock.py),
+    starting with this attempt's count against the institution's limit. The SQL store counts
+    inside `conn`'s transaction and a refusal at the limit rolls it back; Redis counts on its own."""
+    with writes(rt.engine):
+        try:
+            limits.enforce(rt, "scan", inst.code, rt.config.scan_rate_per_minute,
+                           "Too many scans from this institution", conn=conn)
+        except DomainError:
+            conn.rollback()
+            raise
+        yield
 
 
 def _scan(conn, rt, inst, text: str, purpose: str) -> dict:
     if inst.status != "active":
         raise DomainError("institution_inactive", "This institution may not scan")
     now = int(rt.clock.now())
-    # Every attempt counts once against the institution's limit, in the transaction that
-    # records its outcome when there is one. Each write phase is one short transaction under
-    # the SQLite writer lock (app/store/writelock.py); everything else is done before it.
+    # Every attempt counts once against the institution's limit, in the write phase that
+    # records its outcome when there is one; everything else is done before that phase.
     try:
         claims = _verify(rt, text.strip(), now)
         voucher, person, insurance_type = _load(conn, claims)
     except DomainError:
         conn.rollback()
-        with writes(rt.engine):
-            _count(conn, rt, inst)
+        with _write_phase(conn, rt, inst):
             conn.commit()
         raise
     try:
         facts = _check(rt, inst, voucher, person, insurance_type, claims, purpose, now)
     except DomainError as exc:
-        with writes(rt.engine):
-            _count(conn, rt, inst)
+        with _write_phase(conn, rt, inst):
             _refused(conn, voucher, inst, claims, purpose, exc.code)
         raise
     body = _body(rt, voucher, person, claims, purpose, facts, now)
-    with writes(rt.engine):
-        _count(conn, rt, inst)
+    with _write_phase(conn, rt, inst):
         if not (_mark_shared(conn, rt, voucher, claims, now)
                 and _insert_scan(conn, inst, voucher, claims, purpose, body, now)):
             # Nothing was written but the count, which stands: record the refusal with it.

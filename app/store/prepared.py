@@ -21,8 +21,8 @@ from sqlalchemy.sql import ClauseElement
 
 class _Plan(NamedTuple):
     sql: str
-    named: bool  # pyformat (%(name)s, a dict) or qmark (?, a tuple in `order`)
-    order: tuple  # (sql name, caller's key or None, constant, processor) per parameter
+    names: tuple | None  # pyformat (%(name)s): the parameters' names in `order`; qmark (?): None
+    order: tuple  # (caller's key or None, constant, processor) per parameter
     result: tuple | None  # result processors, one per column, or None when none applies
     fields: tuple  # result column names
 
@@ -65,11 +65,10 @@ class Prepared:
         for name in names:
             bind = compiled.binds[name]
             proc = bind.type.dialect_impl(dialect).bind_processor(dialect)
-            sql_name = escaped.get(name, name)
             if bind.required or bind.callable is not None:
-                order.append((sql_name, bind.key, None, proc))
+                order.append((bind.key, None, proc))
             else:  # a literal of the statement, e.g. status == 'active'
-                order.append((sql_name, None, proc(bind.value) if proc else bind.value, None))
+                order.append((None, proc(bind.value) if proc else bind.value, None))
         result, fields = None, ()
         # A SELECT's columns, or the RETURNING columns of an INSERT/UPDATE (empty without RETURNING).
         columns = getattr(stmt, "selected_columns", None)
@@ -79,19 +78,23 @@ class Prepared:
             fields = tuple(c.key for c in columns)
             procs = tuple(c.type.dialect_impl(dialect).result_processor(dialect, None) for c in columns)
             result = procs if any(procs) else None
-        return _Plan(compiled.string, named, tuple(order), result, fields)
+        sql_names = tuple(escaped.get(n, n) for n in names) if named else None
+        return _Plan(compiled.string, sql_names, tuple(order), result, fields)
 
     def run(self, conn: Connection, params: dict[str, Any]):
         """Execute in `conn`'s transaction; returns the DBAPI cursor."""
+        return self._execute(conn, params)[1]
+
+    def _execute(self, conn: Connection, params: dict[str, Any]):
         plan = self._plan(conn.dialect)
         values = [const if key is None else (proc(params[key]) if proc else params[key])
-                  for _, key, const, proc in plan.order]
-        args: Any = dict(zip((o[0] for o in plan.order), values)) if plan.named else values
+                  for key, const, proc in plan.order]
+        args: Any = dict(zip(plan.names, values)) if plan.names is not None else values
         if not conn.in_transaction():  # what SQLAlchemy's autobegin does: conn.commit() then commits this
             conn.begin()
         raw = conn.connection.driver_connection
         try:
-            return raw.execute(plan.sql, args)
+            return plan, raw.execute(plan.sql, args)
         except conn.dialect.loaded_dbapi.Error as exc:
             lost = conn.dialect.is_disconnect(exc, raw, None)
             if lost:
@@ -101,8 +104,8 @@ class Prepared:
 
     def one(self, conn: Connection, params: dict[str, Any]) -> dict | None:
         """The first row as a dict of column key → value, or None."""
-        plan = self._plan(conn.dialect)
-        row = self.run(conn, params).fetchone()
+        plan, cursor = self._execute(conn, params)
+        row = cursor.fetchone()
         if row is None:
             return None
         if plan.result is not None:
