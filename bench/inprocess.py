@@ -95,6 +95,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--calls", type=int, default=600)
     ap.add_argument("--profile", choices=["healthz", "qr", "qr_svg", "scans"])
+    ap.add_argument("--only", choices=["healthz", "qr", "qr_svg", "scans"],
+                    help="time one endpoint (e.g. to sample it with `py-spy record -- ...`)")
     ap.add_argument("--database-url")
     ap.add_argument("--redis-url")
     args = ap.parse_args()
@@ -137,7 +139,7 @@ def run(args, tmp: str) -> None:
                                      {"image": "svg"}) for k in range(n)],
         "scans": scan_envs,
     }
-    names = [args.profile] if args.profile else list(cases)
+    names = [args.profile or args.only] if args.profile or args.only else list(cases)
     for name in names:
         envs = cases[name](args.calls + 100)
         for env, raw in envs[:100]:  # warm up caches and pools

@@ -62,5 +62,8 @@ def gender(id_number: str) -> str:
 
 def age(id_number: str, on: datetime.date) -> int:
     """Age in whole years on a date (a 29 February birthday counts from 1 March in common years)."""
-    born = birth_date(id_number)
+    return age_from_birth(birth_date(id_number), on)
+
+
+def age_from_birth(born: datetime.date, on: datetime.date) -> int:
     return on.year - born.year - ((on.month, on.day) < (born.month, born.day))

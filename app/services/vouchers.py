@@ -75,11 +75,26 @@ def age_on(rt, person: Person, today: dt.date) -> int:
     return idcard.age(registry.id_number(rt, person), today)
 
 
+_ID_FACTS_MAX = 50_000
+
+
 def person_card(rt, person: Person, today: dt.date) -> dict:
-    """Masked identity facts, as shown to institutions."""
-    number = registry.id_number(rt, person)
-    return {"name_masked": mask_name(person.name), "id_number_masked": mask_id_number(number),
-            "gender": idcard.gender(number), "age": idcard.age(number, today)}
+    """Masked identity facts, as shown to institutions.
+
+    Every scan shows them, so what is read off the ID number (its masked form, gender and
+    birth date) is remembered per worker, keyed by the stored ciphertext: the number itself
+    is decrypted once and never kept, and a changed number is a new ciphertext."""
+    cache = rt.caches.setdefault("id_facts", {})
+    facts = cache.get(person.id_number_enc)
+    if facts is None:
+        number = registry.id_number(rt, person)
+        facts = (mask_id_number(number), idcard.gender(number), idcard.birth_date(number))
+        if len(cache) >= _ID_FACTS_MAX:
+            cache.clear()
+        cache[person.id_number_enc] = facts
+    masked, gender, born = facts
+    return {"name_masked": mask_name(person.name), "id_number_masked": masked,
+            "gender": gender, "age": idcard.age_from_birth(born, today)}
 
 
 def holder_view(session: Session, rt, voucher: Voucher) -> dict:
