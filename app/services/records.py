@@ -14,8 +14,8 @@ KINDS = ("activation", "bind", "unbind", "session", "reverification", "scan", "r
          "filing_cancel", "qr_issued_for_member")
 
 
-_COLUMNS = ("voucher_id", "kind", "actor", "channel_id", "institution_code", "detail", "created_at")
-_INSERT = Prepared(insert(UsageRecord).values({c: bindparam(c) for c in _COLUMNS}))
+COLUMNS = ("voucher_id", "kind", "actor", "channel_id", "institution_code", "detail", "created_at")
+_INSERT = Prepared(insert(UsageRecord).values({c: bindparam(c) for c in COLUMNS}))
 
 
 def record(session: Session, voucher: Voucher | None, kind: str, *, actor: str | None = None,
@@ -28,10 +28,20 @@ def record(session: Session, voucher: Voucher | None, kind: str, *, actor: str |
 def append(conn: Connection, voucher_pk: int | None, kind: str, *, actor: str | None = None,
            channel: str | None = None, institution: str | None = None, **detail) -> None:
     """Append one record in `conn`'s transaction (a prepared insert: this is on the scan path)."""
+    insert_row(conn, row(voucher_pk, kind, actor=actor, channel=channel, institution=institution, **detail))
+
+
+def insert_row(conn: Connection, values: dict) -> None:
+    _INSERT.run(conn, values)
+
+
+def row(voucher_pk: int | None, kind: str, *, actor: str | None = None, channel: str | None = None,
+        institution: str | None = None, **detail) -> dict:
+    """A record's column values (COLUMNS), for `append` or a statement that inserts it itself."""
     if kind not in KINDS:
         raise ValueError(f"unknown record kind {kind}")
-    _INSERT.run(conn, {"voucher_id": voucher_pk, "kind": kind, "actor": actor, "channel_id": channel,
-                       "institution_code": institution, "detail": detail, "created_at": utcnow()})
+    return {"voucher_id": voucher_pk, "kind": kind, "actor": actor, "channel_id": channel,
+            "institution_code": institution, "detail": detail, "created_at": utcnow()}
 
 
 def page(session: Session, voucher: Voucher, cursor: int | None, limit: int = 20) -> tuple[list, int | None]:

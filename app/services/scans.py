@@ -8,7 +8,7 @@ import logging
 import secrets
 from types import SimpleNamespace
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, insert, select
 from sqlalchemy.orm import Session
 
 from crypto import tokens
@@ -17,7 +17,7 @@ from crypto.tokens import TokenError
 from .. import logs, metrics
 from ..errors import DomainError
 from ..store.ephemeral import StoreUnavailable
-from ..store.models import Enrolment, Person, RemoteCareFiling, Scan, Voucher
+from ..store.models import Enrolment, Person, RemoteCareFiling, Scan, UsageRecord, Voucher
 from ..store.prepared import Prepared, dialect_insert
 from ..store.writelock import writes
 from . import family, keys, limits, records
@@ -63,6 +63,10 @@ def scan(rt, inst, text: str, purpose: str) -> dict:
     remote-care filings)."""
     try:
         with rt.engine.connect() as conn:
+            if rt.store.name != "sql" and conn.dialect.name == "postgresql":
+                # Every write of a scan is then a single statement (see _write_accepted), so
+                # autocommit keeps each atomic and saves the BEGIN and COMMIT round trips.
+                conn.execution_options(isolation_level="AUTOCOMMIT")
             return _scan(conn, rt, inst, text, purpose)
     except DomainError as exc:
         metrics.SCANS.labels(exc.code).inc()
@@ -83,9 +87,23 @@ _SCAN_COLUMNS = ("scan_id", "institution_id", "voucher_id", "token_id", "purpose
                  "result", "created_at")
 # One use, in the database: scan rows are unique by token_id, and a second insert of a token
 # inserts nothing (and returns no id) instead of failing.
-_INSERT_SCAN = Prepared(lambda dialect: dialect_insert(dialect)(Scan)
-                        .values({c: bindparam(c) for c in _SCAN_COLUMNS})
-                        .on_conflict_do_nothing(index_elements=["token_id"]).returning(Scan.id))
+def _insert_scan_stmt(dialect):
+    return (dialect_insert(dialect)(Scan).values({c: bindparam(c) for c in _SCAN_COLUMNS})
+            .on_conflict_do_nothing(index_elements=["token_id"]).returning(Scan.id))
+
+
+def _accept_stmt(dialect):
+    """PostgreSQL: the scan row and, only if it went in, its usage record, in one statement
+    (data-modifying CTEs). The record's parameters are the record's columns prefixed `record_`."""
+    scan_row = _insert_scan_stmt(dialect).cte("scan_row")
+    table = UsageRecord.__table__
+    values = select(*[bindparam("record_" + c, type_=table.c[c].type) for c in records.COLUMNS]
+                    ).select_from(scan_row)
+    return select(scan_row.c.id).add_cte(insert(table).from_select(list(records.COLUMNS), values).cte("record"))
+
+
+_INSERT_SCAN = Prepared(_insert_scan_stmt)
+_ACCEPT_PG = Prepared(_accept_stmt)
 
 
 def _load(conn, claims):
@@ -138,11 +156,14 @@ def _scan(conn, rt, inst, text: str, purpose: str) -> dict:
     body = _body(rt, voucher, person, claims, purpose, facts, now)
     with _write_phase(conn, rt, inst):
         if not (_mark_shared(conn, rt, voucher, claims, now)
-                and _insert_scan(conn, inst, voucher, claims, purpose, body, now)):
+                and _write_accepted(conn, inst, voucher, claims, purpose, body, now)):
             # Nothing was written but the count, which stands: record the refusal with it.
             _refused(conn, voucher, inst, claims, purpose, "token_already_used")
             raise DomainError("token_already_used", "This code was already used; ask for a fresh one")
-        return _accept(conn, inst, voucher, claims, purpose, body)
+        conn.commit()
+    metrics.SCANS.labels("ok").inc()
+    logs.event(log, "scan accepted", token_id=claims.token_id, scan_id=body["scan_id"], institution=inst.code)
+    return body
 
 
 def _mark_shared(conn, rt, voucher, claims, now) -> bool:
@@ -161,12 +182,22 @@ def _mark_shared(conn, rt, voucher, claims, now) -> bool:
                           headers={"Retry-After": "1"}) from None
 
 
-def _insert_scan(conn, inst, voucher, claims, purpose, body, now) -> bool:
-    """Write the scan row; False when this token already has one."""
-    return _INSERT_SCAN.one(conn, {
+def _write_accepted(conn, inst, voucher, claims, purpose, body, now) -> bool:
+    """Write the scan row and its "ok" usage record; False, with nothing written, when this
+    token already has a scan row."""
+    scan_row = {
         "scan_id": body["scan_id"], "institution_id": inst.id, "voucher_id": voucher.id,
         "token_id": claims.token_id, "purpose": purpose, "ec_token": body["ec_token"],
-        "ec_expires_at": utc(now + body["ec_token_expires_in"]), "result": body, "created_at": utc(now)}) is not None
+        "ec_expires_at": utc(now + body["ec_token_expires_in"]), "result": body, "created_at": utc(now)}
+    record = records.row(voucher.id, "scan", institution=inst.code, result="ok", purpose=purpose,
+                         token_id=claims.token_id, scan_id=body["scan_id"], actor_guardian=bool(claims.actor))
+    if conn.dialect.name == "postgresql":
+        scan_row.update(("record_" + k, v) for k, v in record.items())
+        return _ACCEPT_PG.one(conn, scan_row) is not None
+    if _INSERT_SCAN.one(conn, scan_row) is None:
+        return False
+    records.insert_row(conn, record)
+    return True
 
 
 def _refused(conn, voucher, inst, claims, purpose: str, code: str) -> None:
@@ -227,15 +258,6 @@ def _body(rt, voucher, person, claims, purpose, facts, now) -> dict:
         "token_id": claims.token_id,
         "scanned_at": iso_z(utc(now)),
     }
-
-
-def _accept(conn, inst, voucher, claims, purpose, body) -> dict:
-    records.append(conn, voucher.id, "scan", institution=inst.code, result="ok", purpose=purpose,
-                   token_id=claims.token_id, scan_id=body["scan_id"], actor_guardian=bool(claims.actor))
-    conn.commit()
-    metrics.SCANS.labels("ok").inc()
-    logs.event(log, "scan accepted", token_id=claims.token_id, scan_id=body["scan_id"], institution=inst.code)
-    return body
 
 
 def get(session: Session, inst, scan_id: str) -> dict:

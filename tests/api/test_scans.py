@@ -245,7 +245,8 @@ def test_the_database_refuses_a_second_scan_even_if_the_token_store_forgets(worl
     are unique by token id. Without Redis that row is the only mark."""
     holder = world.holder("张丽")
     token = world.qr(holder)
-    assert world.scan("H110000001", token).status_code == 200
+    first = world.scan("H110000001", token)
+    assert first.status_code == 200
     if world.rt.store.name == "redis":
         store = world.rt.store
         for key in store.client.scan_iter(f"{store.prefix}:used:*"):
@@ -255,6 +256,11 @@ def test_the_database_refuses_a_second_scan_even_if_the_token_store_forgets(worl
     records = world.client.get("/v1/me/records", headers=holder["headers"]).get_json()["items"]
     scans = [r["detail"]["result"] for r in records if r["kind"] == "scan"]
     assert scans == ["token_already_used", "ok"]
+    # The accepted scan's record (on PostgreSQL written by the same statement as the scan row).
+    ok = next(r for r in records if r["kind"] == "scan" and r["detail"]["result"] == "ok")
+    assert ok["institution_code"] == "H110000001" and ok["at"]
+    assert ok["detail"] == {"result": "ok", "purpose": "registration", "token_id": first.get_json()["token_id"],
+                            "scan_id": first.get_json()["scan_id"], "actor_guardian": False}
 
 
 def test_issue_rate_limit_per_voucher(make_world):
