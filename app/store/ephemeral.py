@@ -124,6 +124,13 @@ class SqlStore:
             raise StoreUnavailable(str(exc.__class__.__name__)) from exc
 
 
+_HIT_LUA = """
+local count = redis.call('INCR', KEYS[1])
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+return count
+"""
+
+
 class RedisStore:
     """Redis-backed store. Keys are hash-tagged by voucher (`{tag}`) so Redis Cluster keeps a
     voucher's keys on one slot."""
@@ -135,6 +142,10 @@ class RedisStore:
 
         self._redis_mod = redis
         self.client = redis.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
+        # The count and its expiry in one atomic command (EVALSHA): a counter never lives
+        # without its expiry, and it costs one command where MULTI/INCR/EXPIRE/EXEC cost four
+        # (client CPU 25 µs against 43, docs/benchmarks.md).
+        self._hit_script = self.client.register_script(_HIT_LUA)
         self.prefix = prefix
         self.clock = clock
 
@@ -156,10 +167,7 @@ class RedisStore:
         now = int(self.clock())
         start = now - now % window
         rkey = f"{self.prefix}:rate:{{{key}}}:{start}"
-        pipe = self.client.pipeline(transaction=True)
-        pipe.incr(rkey)
-        pipe.expire(rkey, window + 1)
-        count, _ = self._call(pipe.execute)
+        count = self._call(self._hit_script, keys=[rkey], args=[window + 1])
         return count <= limit, start + window - now
 
     def remember(self, group: str, member: str, ttl: int) -> None:

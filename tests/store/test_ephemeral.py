@@ -84,8 +84,8 @@ def test_unreachable_redis_raises_store_unavailable():
 
 
 def test_redis_counter_always_carries_its_expiry():
-    """The count and its expiry are set in one MULTI/EXEC: no counter outlives its window (a
-    counter without one would refuse that key for ever)."""
+    """The count and its expiry are set by one Lua script, atomically: no counter outlives its
+    window (a counter without one would refuse that key for ever)."""
     reason = redis_available()
     if reason:
         need_service("Redis", reason)
@@ -96,3 +96,6 @@ def test_redis_counter_always_carries_its_expiry():
     assert 0 < store.client.ttl(rkey) <= 61
     assert [store.hit(key, 2, 60)[0] for _ in range(2)] == [True, False]
     assert 0 < store.client.ttl(rkey) <= 61 and int(store.client.get(rkey)) == 3
+    # A restarted Redis has forgotten the script: it is loaded again, and the count goes on.
+    store.client.script_flush()
+    assert store.hit(key, 3, 60)[0] is False and int(store.client.get(rkey)) == 4
