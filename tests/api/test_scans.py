@@ -226,9 +226,14 @@ def test_scan_rate_limit_per_institution(make_world):
     assert problem_code(resp) == "rate_limited" and int(resp.headers["Retry-After"]) > 0
 
 
-def test_every_scan_attempt_counts_once_against_the_limit(make_world):
-    """Refused attempts count too (a bad code, a rule, a second use), each exactly once."""
-    world = make_world(scan_rate_per_minute=4)
+@pytest.mark.parametrize("store", [{}, {"redis_url": None}], ids=["backend-store", "sql-store"])
+def test_every_scan_attempt_counts_once_against_the_limit(make_world, store):
+    """Refused attempts count too (a bad code, a rule, a second use), each exactly once. With
+    the SQL store on PostgreSQL the count and the one-statement scan write share a transaction
+    (with Redis they are each their own); both are run here."""
+    world = make_world(scan_rate_per_minute=4, **store)
+    if store:
+        assert world.rt.store.name == "sql"
     holder = world.holder("林娜", pin="000000")  # an initial PIN: payments are refused
     token = world.qr(holder)
     attempts = [world.scan("H110000001", "EV1:NOT-A-CODE"),
@@ -238,6 +243,9 @@ def test_every_scan_attempt_counts_once_against_the_limit(make_world):
                 world.scan("H110000001", world.qr(holder))]
     codes = [r.status_code == 200 or problem_code(r) for r in attempts]
     assert codes == ["token_malformed", "pin_change_required", True, "token_already_used", "rate_limited"]
+    records = world.client.get("/v1/me/records", headers=holder["headers"]).get_json()["items"]
+    assert [r["detail"]["result"] for r in records if r["kind"] == "scan"] == [
+        "token_already_used", "ok", "pin_change_required"]
 
 
 def test_the_database_refuses_a_second_scan_even_if_the_token_store_forgets(world):
