@@ -21,8 +21,6 @@ import re
 import struct
 from dataclasses import dataclass
 
-import base45
-
 PREFIX = "EV1:"
 VERSION = 1
 ALG_CODES = {"Ed25519": 1, "ES256": 2, "SM2": 3}
@@ -31,7 +29,14 @@ FLAG_ACTOR = 0x01
 SIG_LEN = 64
 _FIXED = struct.Struct(">BB4sIH3s10s8s")  # 33 bytes
 _ACTOR_LEN = 10
+# base45 (RFC 9285): each 2 bytes, as a big-endian number n, are 3 characters n % 45,
+# n // 45 % 45, n // 2025; a last single byte is 2 characters. Done by table, not a character
+# at a time as the `base45` package does (which the tests cross-check against): encoding took
+# 12 µs and decoding 11 µs of a token, decoding a fifth of verifying one (bench/ev1_codec.py).
+_ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ $%*+-./:"
 _BASE45 = re.compile(r"[0-9A-Z $%*+\-./:]*")
+_TWO = [_ALPHABET[n % 45] + _ALPHABET[n // 45] for n in range(2025)]  # the low 2 characters of n
+_VALUE = bytes.maketrans(_ALPHABET.encode(), bytes(range(45)))
 
 
 class Malformed(ValueError):
@@ -80,21 +85,41 @@ def payload(alg: str, kid: str, iat: int, lifetime: int, region: str, voucher_id
     return head + voucher_bytes(actor) if actor else head
 
 
+def b45encode(data: bytes) -> str:
+    words = struct.unpack_from(f">{len(data) // 2}H", data)
+    text = "".join([_TWO[w % 2025] + _ALPHABET[w // 2025] for w in words])
+    return text + _TWO[data[-1]] if len(data) % 2 else text
+
+
+def b45decode(text: str) -> bytes:
+    """The bytes of base45 text; ValueError for a character outside the alphabet, a lone last
+    character, or a group worth more than its bytes can hold."""
+    if not _BASE45.fullmatch(text):
+        raise ValueError("not in the base45 alphabet")
+    v = text.encode("ascii").translate(_VALUE)
+    groups, rest = divmod(len(v), 3)
+    if rest == 1:
+        raise ValueError("a lone last character")
+    end = 3 * groups
+    words = [a + 45 * b + 2025 * c for a, b, c in zip(v[0:end:3], v[1:end:3], v[2:end:3])]
+    tail = v[-2] + 45 * v[-1] if rest else 0
+    if (words and max(words) > 0xFFFF) or tail > 0xFF:
+        raise ValueError("a group out of range")
+    raw = struct.pack(f">{groups}H", *words)
+    return raw + bytes((tail,)) if rest else raw
+
+
 def encode(signed: bytes, signature: bytes) -> str:
     """Token text for a payload and its signature."""
-    return PREFIX + base45.b45encode(signed + signature).decode()
+    return PREFIX + b45encode(signed + signature)
 
 
 def decode(text: str) -> Ev1:
     """Parse a token strictly (signature NOT checked); Malformed on any deviation."""
     if not isinstance(text, str) or not text.startswith(PREFIX):
         raise Malformed("missing ev1 prefix")
-    body = text[len(PREFIX):]
-    # The base45 package strips a trailing newline; we accept the exact alphabet only.
-    if not _BASE45.fullmatch(body):
-        raise Malformed("not base45")
     try:
-        raw = base45.b45decode(body)
+        raw = b45decode(text[len(PREFIX):])
     except ValueError:
         raise Malformed("not base45") from None
     if len(raw) < _FIXED.size + SIG_LEN:

@@ -5,6 +5,7 @@ import dataclasses
 import hashlib
 import hmac
 import json
+import random
 import re
 
 import base45
@@ -25,6 +26,30 @@ def _issue(key, fmt="ev1", actor=None, **over):
                   token_id=tokens.new_token_id(), actor=actor, fmt=fmt)
     fields.update(over)
     return tokens.issue(key, **fields)
+
+
+def test_base45_codec_agrees_with_the_base45_package():
+    """crypto/ev1.py encodes and decodes base45 by table; the `base45` package (RFC 9285, one
+    character at a time) must agree on every length, and both refuse the same bad text."""
+    rfc9285 = {b"AB": "BB8", b"Hello!!": "%69 VD92EX0", b"base-45": "UJCLQE7W581", b"ietf!": "QED8WEX0"}
+    for data, text in rfc9285.items():  # the RFC's own examples (§4.3, §4.4)
+        assert ev1.b45encode(data) == text and ev1.b45decode(text) == data
+    rng = random.Random(9285)
+    for length in range(0, 130):
+        for _ in range(8):
+            data = bytes(rng.randrange(256) for _ in range(length))
+            text = ev1.b45encode(data)
+            assert text == base45.b45encode(data).decode()
+            assert ev1.b45decode(text) == data
+    assert ev1.b45encode(b"\xff\xff") == "FGW" and ev1.b45decode("FGW") == b"\xff\xff"
+    for bad in ["GGW", ":::", "::", "A", "ABCD", "AB:", "ab", "ÄB"]:
+        with pytest.raises(ValueError):
+            ev1.b45decode(bad)
+        with pytest.raises(ValueError):
+            base45.b45decode(bad)
+    # The package strips a trailing newline; ours takes the exact alphabet only.
+    with pytest.raises(ValueError):
+        ev1.b45decode("AB\n")
 
 
 def _code(text, ring, now=NOW + 1, **kw):
