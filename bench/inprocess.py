@@ -139,7 +139,8 @@ def run(args, tmp: str) -> None:
                                      {"image": "svg"}) for k in range(n)],
         "scans": scan_envs,
     }
-    names = [args.profile or args.only] if args.profile or args.only else list(cases)
+    chosen = args.profile or args.only
+    names = [chosen] if chosen else list(cases)
     for name in names:
         envs = cases[name](args.calls + 100)
         for env, raw in envs[:100]:  # warm up caches and pools
