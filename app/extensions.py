@@ -44,6 +44,14 @@ class Runtime:
         return s
 
 
+def cache_put(cache: dict, key, value, limit: int) -> None:
+    """Store in one of `Runtime.caches`, emptying it first when it holds `limit` entries: a
+    worker's memory stays bounded whatever keys callers send."""
+    if len(cache) >= limit:
+        cache.clear()
+    cache[key] = value
+
+
 def runtime() -> Runtime:
     return current_app.extensions["evoucher"]
 

@@ -8,11 +8,11 @@ from flask import g, request
 from crypto.tokens import TokenError, verify_access
 
 from ..errors import DomainError
-from ..extensions import runtime
+from ..extensions import cache_put, runtime
 from ..services import keys
+from ..services.activation import HOLDER_AUD  # the audience holder sessions are issued for
 
 INSTITUTION_AUD = "evoucher:institution"
-HOLDER_AUD = "evoucher:holder"
 
 
 def _bearer() -> str:
@@ -35,9 +35,7 @@ def claims_for(audience: str) -> dict:
     if hit is not None and hit["exp"] >= now:
         return hit
     claims = _verify(rt, token, audience)
-    if len(cache) > 20_000:
-        cache.clear()
-    cache[(audience, token)] = claims
+    cache_put(cache, (audience, token), claims, 20_000)
     return claims
 
 
@@ -57,17 +55,16 @@ def _verify(rt, token: str, audience: str) -> dict:
                               headers={"WWW-Authenticate": 'Bearer error="invalid_token"'}) from exc
 
 
-def institution_required(view):
-    @wraps(view)
-    def wrapper(*args, **kwargs):
-        g.auth = claims_for(INSTITUTION_AUD)
-        return view(*args, **kwargs)
-    return wrapper
+def _bearer_required(audience: str):
+    """A view decorator: a valid access token for `audience`, its claims in `g.auth`."""
+    def decorate(view):
+        @wraps(view)
+        def wrapper(*args, **kwargs):
+            g.auth = claims_for(audience)
+            return view(*args, **kwargs)
+        return wrapper
+    return decorate
 
 
-def holder_required(view):
-    @wraps(view)
-    def wrapper(*args, **kwargs):
-        g.auth = claims_for(HOLDER_AUD)
-        return view(*args, **kwargs)
-    return wrapper
+institution_required = _bearer_required(INSTITUTION_AUD)
+holder_required = _bearer_required(HOLDER_AUD)

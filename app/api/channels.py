@@ -9,6 +9,7 @@ from ..errors import DomainError
 from ..extensions import runtime
 from ..services import activation, channel_registry, limits
 from ..store.ephemeral import StoreUnavailable
+from ..store.models import Voucher
 from .schema import Field, validate
 
 bp = Blueprint("channels", __name__, url_prefix="/v1/channels")
@@ -83,6 +84,5 @@ def unbindings(channel_id: str):
     rt = runtime()
     session = rt.session()
     binding = activation.binding_for(session, channel_id, p["channel_user_id"])
-    from ..store.models import Voucher
     return jsonify(activation.unbind(session, rt, session.get(Voucher, binding.voucher_id), channel_id,
                                      by="channel"))

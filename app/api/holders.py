@@ -159,9 +159,8 @@ def my_records():
     target = voucher
     member_id = request.args.get("voucher_id")
     if member_id and member_id != voucher.voucher_id:
-        target = vouchers.by_public_id(session, member_id)
-        if not family.active_link(session, voucher, target):
-            raise DomainError("forbidden", "You may read only your own and your linked members' records")
+        target = family.linked_member(session, voucher, member_id,
+                                      "You may read only your own and your linked members' records")
     cursor = request.args.get("cursor")
     try:
         cursor_id = int(cursor) if cursor else None

@@ -61,7 +61,7 @@ def _activate(session: Session, rt, channel_id: str, p: dict) -> dict:
         raise DomainError("face_verification_required", "The channel's face verification must pass first")
     person = registry.identify(session, rt, p["id_number"], p["name"])
     region = registry.current_region(session, person)  # refuses a person with no active enrolment
-    voucher = session.scalars(select(Voucher).where(Voucher.person_id == person.id)).first()
+    voucher = vouchers.of_person(session, person.id)
     created = False
     if voucher is None:
         voucher = vouchers.create(session, person)

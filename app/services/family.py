@@ -40,7 +40,7 @@ def links_of(session: Session, rt, voucher: Voucher) -> list[FamilyLink]:
 
 def _link_json(session: Session, link: FamilyLink, me: Voucher) -> dict:
     member = session.get(Person, link.member_person_id)
-    member_voucher = session.scalars(select(Voucher).where(Voucher.person_id == member.id)).first()
+    member_voucher = vouchers.of_person(session, member.id)
     guardian = session.get(Voucher, link.guardian_voucher_id)
     guardian_person = session.get(Person, guardian.person_id)
     return {"link_id": link.link_id, "role": "guardian" if link.guardian_voucher_id == me.id else "member",
@@ -79,7 +79,7 @@ def create(session: Session, rt, guardian: Voucher, p: dict) -> dict:
                       accepted_at=now if minor else None,
                       expires_at=None if minor else now + dt.timedelta(days=PENDING_DAYS))
     session.add(link)
-    member_voucher = session.scalars(select(Voucher).where(Voucher.person_id == member.id)).first()
+    member_voucher = vouchers.of_person(session, member.id)
     if minor and member_voucher is None:
         member_voucher = _activate_minor(session, member, guardian)
     session.flush()
@@ -133,7 +133,7 @@ def end(session: Session, rt, voucher: Voucher, link_id: str) -> dict:
     link.status, link.ended_at = "ended", now
     link.ended_by = "guardian" if link.guardian_voucher_id == voucher.id else "member"
     guardian = session.get(Voucher, link.guardian_voucher_id)
-    member_voucher = session.scalars(select(Voucher).where(Voucher.person_id == link.member_person_id)).first()
+    member_voucher = vouchers.of_person(session, link.member_person_id)
     if member_voucher is not None:
         for token_id in rt.store.members(issued_group(member_voucher.voucher_id, guardian.voucher_id)):
             session.add(Revocation(kind="token", subject=token_id, reason="family_link_ended"))
@@ -141,6 +141,15 @@ def end(session: Session, rt, voucher: Voucher, link_id: str) -> dict:
     records.record(session, guardian, "family_end", link_id=link_id, by=link.ended_by)
     session.commit()
     return _link_json(session, link, voucher)
+
+
+def linked_member(session: Session, guardian: Voucher, voucher_id: str, refusal: str) -> Voucher:
+    """The voucher `voucher_id` when the guardian has an active link to its person; otherwise
+    `forbidden` with `refusal` as its detail (`voucher_not_found` for an unknown id)."""
+    member = vouchers.by_public_id(session, voucher_id)
+    if not active_link(session, guardian, member):
+        raise DomainError("forbidden", refusal)
+    return member
 
 
 def active_link(session: Session, guardian: Voucher, member: Voucher) -> FamilyLink | None:

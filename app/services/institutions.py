@@ -11,6 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ..errors import DomainError
+from ..extensions import cache_put
 from ..store.models import Institution
 
 KINDS = ("hospital", "pharmacy")
@@ -82,7 +83,5 @@ def cached(rt, code: str) -> InstitutionView | None:
         return hit[0]
     inst = by_code(rt.session(), code)
     view = InstitutionView(inst.id, inst.code, inst.kind, inst.region_code, inst.status) if inst else None
-    if len(cache) > 10_000:
-        cache.clear()
-    cache[code] = (view, now)
+    cache_put(cache, code, (view, now), 10_000)
     return view

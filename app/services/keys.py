@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 from crypto import keyring as kr
 
 from ..store.models import SigningKeyRow
-from .vouchers import aware
+from .vouchers import aware, utc
 
 MAX_QR_LIFETIME = 300
 CACHE_SECONDS = 5.0
@@ -38,7 +38,7 @@ def ensure_signing_key(session: Session, rt) -> None:
 
 def rotate(session: Session, rt, alg: str | None = None) -> SigningKeyRow:
     """Make a new current key; the old one is retired but published until its tokens expire."""
-    now = dt.datetime.fromtimestamp(rt.clock.now(), dt.timezone.utc)
+    now = utc(rt.clock.now())
     for old in session.scalars(select(SigningKeyRow).where(SigningKeyRow.status == "current")):
         old.status = "retired"
         old.retired_at = now
@@ -54,7 +54,7 @@ def rotate(session: Session, rt, alg: str | None = None) -> SigningKeyRow:
 
 def load_keyring(session: Session, rt) -> kr.Keyring:
     """Current key plus retired keys still inside their publication window."""
-    now = dt.datetime.fromtimestamp(rt.clock.now(), dt.timezone.utc)
+    now = utc(rt.clock.now())
     keys, current = [], None
     for row in session.scalars(select(SigningKeyRow).where(SigningKeyRow.status.in_(("current", "retired")))):
         until = aware(row.publish_until)

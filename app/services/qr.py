@@ -13,7 +13,7 @@ from ..errors import DomainError
 from ..store.ephemeral import StoreUnavailable
 from ..store.writelock import writes
 from . import activation, family, keys, limits, records
-from .vouchers import by_public_id, iso_z, require_usable, utc
+from .vouchers import iso_z, require_usable, utc
 
 
 def issued_group(member_voucher_id: str, guardian_voucher_id: str) -> str:
@@ -36,10 +36,8 @@ def issue(rt, claims: dict, *, voucher_id: str | None, fmt: str | None, image: s
         actor = None
         target = holder
         if voucher_id and voucher_id != holder.voucher_id:
-            session = rt.session()
-            target = by_public_id(session, voucher_id)
-            if not family.active_link(session, holder, target):
-                raise DomainError("forbidden", "You may show codes only for yourself and linked family members")
+            target = family.linked_member(rt.session(), holder, voucher_id,
+                                          "You may show codes only for yourself and linked family members")
             actor = holder.voucher_id
         require_usable(holder)
         require_usable(target)
@@ -61,6 +59,7 @@ def issue(rt, claims: dict, *, voucher_id: str | None, fmt: str | None, image: s
             # Without the set we could not list these tokens in the revocation feed: refuse.
             raise DomainError("service_unavailable", "Try again in a moment",
                               headers={"Retry-After": "1"}) from None
+        session = rt.session()  # the request's session, which found the member above
         records.record(session, target, "qr_issued_for_member", actor=actor, token_id=token_id)
         session.commit()
     metrics.TOKENS.labels(fmt).inc()

@@ -11,6 +11,7 @@ from crypto.tokens import new_voucher_id
 from crypto.masking import mask_id_number, mask_name, mask_phone
 
 from ..errors import DomainError
+from ..extensions import cache_put
 from ..store.models import ChannelBinding, Person, Voucher
 from . import registry
 
@@ -67,12 +68,13 @@ def require_usable(voucher: Voucher) -> None:
         raise DomainError("voucher_cancelled", "The voucher is cancelled")
 
 
+def of_person(session: Session, person_id: int) -> Voucher | None:
+    """The person's voucher (one per person), if there is one yet."""
+    return session.scalars(select(Voucher).where(Voucher.person_id == person_id)).first()
+
+
 def person_of(session: Session, voucher: Voucher) -> Person:
     return session.get(Person, voucher.person_id)
-
-
-def age_on(rt, person: Person, today: dt.date) -> int:
-    return idcard.age(registry.id_number(rt, person), today)
 
 
 _ID_FACTS_MAX = 50_000
@@ -89,9 +91,7 @@ def person_card(rt, person: Person, today: dt.date) -> dict:
     if facts is None:
         number = registry.id_number(rt, person)
         facts = (mask_id_number(number), idcard.gender(number), idcard.birth_date(number))
-        if len(cache) >= _ID_FACTS_MAX:
-            cache.clear()
-        cache[person.id_number_enc] = facts
+        cache_put(cache, person.id_number_enc, facts, _ID_FACTS_MAX)
     masked, gender, born = facts
     return {"name_masked": mask_name(person.name), "id_number_masked": masked,
             "gender": gender, "age": idcard.age_from_birth(born, today)}
