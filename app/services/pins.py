@@ -41,7 +41,9 @@ def set_new(session: Session, rt, voucher: Voucher, person: Person, pin: str, *,
 
 
 def check(session: Session, rt, voucher: Voucher, pin: str | None) -> None:
-    """Verify the PIN; five misses in a row lock it for 24 hours. Failures are committed."""
+    """Verify the PIN; five misses in a row lock it for 24 hours. Failures are committed; on a
+    success the caller commits (with a hash re-made under the configured argon2 cost if it was
+    made under another)."""
     if voucher.pin_hash is None:
         raise DomainError("pin_required", "Set a payment PIN first")
     if not pin:
@@ -55,6 +57,10 @@ def check(session: Session, rt, voucher: Voucher, pin: str | None) -> None:
                    "Too many PIN attempts; wait a minute")  # the durable 5-strikes lock holds regardless
     if rt.pins.check(voucher.pin_hash, pin):
         voucher.pin_failures, voucher.pin_locked_until = 0, None
+        if rt.pins.needs_rehash(voucher.pin_hash):
+            # The operator changed PIN_HASH_TIME_COST / PIN_HASH_MEMORY_KIB: the hash moves to
+            # the new cost on the holder's next right PIN, committed with the caller's change.
+            voucher.pin_hash = rt.pins.hash(pin)
         return
     voucher.pin_failures = (voucher.pin_failures or 0) + 1
     left = MAX_FAILURES - voucher.pin_failures

@@ -205,6 +205,34 @@ def test_free_limit_range_and_initial_pin(world):
     assert problem_code(resp) == "pin_change_required"
 
 
+def _pin_hash(world, voucher_id: str) -> str:
+    from sqlalchemy import select
+
+    from app.store.models import Voucher
+    with world.rt.engine.connect() as conn:
+        return conn.execute(select(Voucher.pin_hash).where(Voucher.voucher_id == voucher_id)).scalar_one()
+
+
+def test_a_right_pin_moves_its_hash_to_the_configured_cost(world):
+    """The operator raises PIN_HASH_TIME_COST: each PIN is re-hashed at its holder's next right
+    try (argon2's check_needs_rehash), never on a wrong one, and keeps working."""
+    from crypto.pins import PinHasher
+    h = world.holder("张丽", pin="258013")
+    old = _pin_hash(world, h["voucher_id"])
+    assert "t=1," in old
+    world.rt.pins = PinHasher(time_cost=2, memory_cost=8)
+    resp = world.client.put("/v1/me/pin-free-limit", json={"amount_fen": 100, "pin": "111112"}, headers=h["headers"])
+    assert problem_code(resp) == "pin_invalid"
+    assert _pin_hash(world, h["voucher_id"]) == old
+    resp = world.client.put("/v1/me/pin-free-limit", json={"amount_fen": 100, "pin": "258013"}, headers=h["headers"])
+    assert resp.status_code == 200
+    new = _pin_hash(world, h["voucher_id"])
+    assert new != old and "t=2," in new and not world.rt.pins.needs_rehash(new)
+    resp = world.client.put("/v1/me/pin-free-limit", json={"amount_fen": 200, "pin": "258013"}, headers=h["headers"])
+    assert resp.status_code == 200
+    assert _pin_hash(world, h["voucher_id"]) == new  # already at the configured cost: left alone
+
+
 def test_phone_change_needs_pin(world):
     h = world.holder("张丽", pin="258013")
     resp = world.client.put("/v1/me/phone", json={"phone": "13912345678", "pin": "000111"}, headers=h["headers"])
