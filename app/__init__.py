@@ -17,7 +17,7 @@ def create_app(config: Config | None = None, *, clock=None) -> Flask:
     from crypto.fields import FieldCipher
     from crypto.pins import PinHasher
 
-    from .extensions import Runtime, close_session, load_master_key
+    from .extensions import Clock, Runtime, close_session, load_master_key
     from .store.engine import make_engine
     from .store.ephemeral import make_store
 
@@ -35,11 +35,14 @@ def create_app(config: Config | None = None, *, clock=None) -> Flask:
     engine = make_engine(config.database_url, config.sqlite_synchronous)
     master = load_master_key(config)
     from sqlalchemy.orm import sessionmaker
+    clock = clock or Clock()
+    # The store reads the same clock as the rules, so that a rate window or a nonce's life is
+    # measured on the clock that dates tokens and records.
     rt = Runtime(config=config, engine=engine, sessions=sessionmaker(engine, expire_on_commit=False),
-                 store=make_store(config.redis_url, engine, prefix=config.redis_prefix), master_key=master,
-                 fields=FieldCipher(master, config.crypto_profile),
+                 store=make_store(config.redis_url, engine, prefix=config.redis_prefix, clock=clock.now),
+                 master_key=master, fields=FieldCipher(master, config.crypto_profile),
                  pins=PinHasher(time_cost=config.pin_time_cost, memory_cost=config.pin_memory_cost),
-                 **({"clock": clock} if clock else {}))
+                 clock=clock)
     app.extensions["evoucher"] = rt
     app.teardown_appcontext(close_session)
 

@@ -188,8 +188,8 @@ class RedisStore:
         self._call(self.client.ping)
 
 
-def make_store(redis_url: str | None, engine: Engine, prefix: str = "ev") -> EphemeralStore:
+def make_store(redis_url: str | None, engine: Engine, prefix: str = "ev", clock=time.time) -> EphemeralStore:
     """Pick the store from configuration: Redis when a URL is set, else SQL."""
     if redis_url:
-        return RedisStore(redis_url, prefix=prefix)
-    return SqlStore(engine)
+        return RedisStore(redis_url, prefix=prefix, clock=clock)
+    return SqlStore(engine, clock=clock)
