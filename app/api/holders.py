@@ -3,11 +3,9 @@ from __future__ import annotations
 
 from flask import Blueprint, g, jsonify, request
 
-from crypto.masking import mask_phone
-
 from ..errors import DomainError
 from ..extensions import runtime
-from ..services import activation, family, loss, pins, qr, records, regions, registry, vouchers
+from ..services import activation, family, loss, pins, qr, records, regions, vouchers
 from .auth import holder_required
 from .schema import Field, body
 
@@ -135,12 +133,7 @@ def loss_report():
 def phone():
     data = body({"phone": Field(str, pattern=r"1\d{10}", max_len=11), "pin": PIN})
     rt, session, voucher = _me()
-    pins.check(session, rt, voucher, data["pin"])
-    person = vouchers.person_of(session, voucher)
-    registry.set_phone(rt, person, data["phone"])
-    records.record(session, voucher, "phone_change")
-    session.commit()
-    return jsonify(phone_masked=mask_phone(data["phone"]))
+    return jsonify(pins.change_phone(session, rt, voucher, data["phone"], data["pin"]))
 
 
 @bp.delete("/channels/<channel_id>")

@@ -1,4 +1,5 @@
-"""The payment PIN (医保支付密码): one PIN for all channels, argon2id, lock after 5 misses."""
+"""The payment PIN (医保支付密码): one PIN for all channels, argon2id, lock after 5 misses;
+and the holder settings it guards (password-free limit, phone number)."""
 from __future__ import annotations
 
 import datetime as dt
@@ -6,12 +7,13 @@ import datetime as dt
 from sqlalchemy.orm import Session
 
 from crypto import idcard
+from crypto.masking import mask_phone
 from crypto.pins import is_weak_pin
 
 from ..errors import DomainError
 from ..store.models import Person, Voucher
 from . import limits, records, registry
-from .vouchers import aware, utc
+from .vouchers import aware, person_of, utc
 
 MAX_FAILURES = 5
 LOCK_HOURS = 24
@@ -78,7 +80,7 @@ def check(session: Session, rt, voucher: Voucher, pin: str | None) -> None:
 def change(session: Session, rt, voucher: Voucher, old_pin: str | None, new_pin: str) -> dict:
     """Set a first PIN, change it with the old one, or reset it after a channel re-verification."""
     from .activation import take_reverification
-    person = session.get(Person, voucher.person_id)
+    person = person_of(session, voucher)
     kind = "pin_set"
     if voucher.pin_hash is not None:
         if old_pin is not None:
@@ -104,3 +106,12 @@ def set_free_limit(session: Session, rt, voucher: Voucher, amount_fen: int, pin:
     records.record(session, voucher, "pin_free_limit", amount_fen=amount_fen)
     session.commit()
     return {"free_limit_fen": amount_fen}
+
+
+def change_phone(session: Session, rt, voucher: Voucher, phone: str, pin: str) -> dict:
+    """A new phone number for the voucher's person; needs the PIN."""
+    check(session, rt, voucher, pin)
+    registry.set_phone(rt, person_of(session, voucher), phone)
+    records.record(session, voucher, "phone_change")
+    session.commit()
+    return {"phone_masked": mask_phone(phone)}
