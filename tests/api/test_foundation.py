@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import base64
+import re
 
 import pytest
 
@@ -92,6 +93,25 @@ def test_openapi_lists_every_route(app, client):
             assert (path, method.lower()) in documented, f"{method} {path} missing from /openapi.json"
     codes = set(doc["components"]["schemas"]["Problem"]["properties"]["code"]["enum"])
     assert {"token_already_used", "remote_care_filing_required", "payload_too_large"} <= codes
+
+
+def test_openapi_documents_the_bearer_every_protected_route_needs(app, client):
+    """A route behind institution_required / holder_required says so, and documents its 401."""
+    from app.api.auth import HOLDER_AUD, INSTITUTION_AUD
+    scheme = {INSTITUTION_AUD: "institutionToken", HOLDER_AUD: "holderToken"}
+    doc = client.get("/openapi.json").get_json()
+    checked = 0
+    for rule in app.url_map.iter_rules():
+        audience = getattr(app.view_functions[rule.endpoint], "bearer_audience", None)
+        if audience is None:
+            continue
+        path = re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule.rule)
+        for method in rule.methods - {"HEAD", "OPTIONS"}:
+            op = doc["paths"][path][method.lower()]
+            assert op.get("security") == [{scheme[audience]: []}], f"{method} {path}: security"
+            assert "unauthorized" in op["responses"]["401"]["description"], f"{method} {path}: 401"
+            checked += 1
+    assert checked >= 20
 
 
 def _basic(cid, secret):
