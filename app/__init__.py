@@ -8,6 +8,7 @@ import time
 from flask import Flask, g, request
 
 from . import logs, metrics
+from .api.schema import check_url_text
 from .config import Config
 from .errors import DomainError, register_error_handlers
 
@@ -72,6 +73,7 @@ def _request_hooks(app: Flask) -> None:
         limit = request.max_content_length  # a route may raise it (the scanner's photo upload)
         if length is not None and limit is not None and length > limit:
             raise DomainError("payload_too_large", f"Request body exceeds {limit // 1024} KiB")
+        check_url_text()
 
     @app.after_request
     def _finish(resp):

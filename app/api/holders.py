@@ -3,11 +3,10 @@ from __future__ import annotations
 
 from flask import Blueprint, g, jsonify, request
 
-from ..errors import DomainError
 from ..extensions import runtime
 from ..services import activation, family, loss, pins, qr, records, regions, vouchers
 from .auth import holder_required
-from .schema import Field, body
+from .schema import Field, body, cursor
 
 bp = Blueprint("holders", __name__, url_prefix="/v1/me")
 
@@ -154,10 +153,5 @@ def my_records():
     if member_id and member_id != voucher.voucher_id:
         target = family.linked_member(session, voucher, member_id,
                                       "You may read only your own and your linked members' records")
-    cursor = request.args.get("cursor")
-    try:
-        cursor_id = int(cursor) if cursor else None
-    except ValueError:
-        raise DomainError("invalid_request", "cursor must be a value returned by this endpoint") from None
-    rows, nxt = records.page(session, target, cursor_id)
+    rows, nxt = records.page(session, target, cursor(request.args.get("cursor"), "cursor"))
     return jsonify(items=[records.as_json(r) for r in rows], next_cursor=str(nxt) if nxt else None)

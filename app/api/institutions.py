@@ -13,7 +13,7 @@ from ..errors import DomainError
 from ..extensions import runtime
 from ..services import institutions, keys, revocations, scans
 from .auth import INSTITUTION_AUD, institution_required
-from .schema import Field, body
+from .schema import Field, body, cursor, json_object, plain_text
 
 bp = Blueprint("institutions", __name__, url_prefix="/v1")
 
@@ -27,16 +27,23 @@ def _basic_credentials() -> tuple[str, str]:
         except (binascii.Error, UnicodeDecodeError):
             decoded = ""
         client_id, sep, secret = decoded.partition(":")
-        if sep:  # RFC 6749 §2.3.1: both parts are form-urlencoded before Basic encoding
-            return unquote(client_id), unquote(secret)
+        client_id, secret = unquote(client_id), unquote(secret)
+        if sep and plain_text(client_id) and plain_text(secret):
+            # RFC 6749 §2.3.1: both parts are form-urlencoded before Basic encoding
+            return client_id, secret
     raise DomainError("unauthorized", "Client credentials are required (HTTP Basic)",
                       headers={"WWW-Authenticate": 'Basic realm="evoucher"'}, error="invalid_client")
 
 
 @bp.post("/oauth/token")
 def oauth_token():
-    form = request.form if request.mimetype == "application/x-www-form-urlencoded" else None
-    grant = (form or {}).get("grant_type") or (request.get_json(silent=True) or {}).get("grant_type")
+    if request.mimetype == "application/x-www-form-urlencoded":
+        grant = request.form.get("grant_type")
+    else:
+        try:
+            grant = json_object().get("grant_type")
+        except DomainError:  # not a JSON object: answered as a missing grant type below
+            grant = None
     if grant != "client_credentials":
         raise DomainError("invalid_request", "grant_type must be client_credentials",
                           error="unsupported_grant_type")
@@ -78,4 +85,4 @@ def get_scan(scan_id: str):
 @institution_required
 def revocation_feed():
     rt, _ = _institution()
-    return jsonify(revocations.feed(rt.session(), request.args.get("since")))
+    return jsonify(revocations.feed(rt.session(), cursor(request.args.get("since"), "since") or 0))

@@ -22,8 +22,39 @@ class Field:
     check: Callable[[Any], bool] | None = None
 
 
+# C0 controls, DEL and lone UTF-16 surrogates: no field of this API carries them. A NUL cannot
+# be stored by PostgreSQL, and a surrogate cannot be encoded as UTF-8 at all.
+_UNSAFE = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")
+CURSOR_MAX = 2 ** 63 - 1  # a database integer key
+
+
+def plain_text(value: str) -> bool:
+    """True when `value` holds no control character and no lone surrogate."""
+    return _UNSAFE.search(value) is None
+
+
 def _bad(detail: str, field: str | None = None) -> DomainError:
     return DomainError("invalid_request", detail, **({"field": field} if field else {}))
+
+
+def cursor(value: str | None, name: str) -> int | None:
+    """A cursor query parameter: absent, or a decimal integer in 0..2**63-1."""
+    if value in (None, ""):
+        return None
+    if not (value.isascii() and value.isdigit()) or int(value) > CURSOR_MAX:
+        raise _bad(f"{name} must be a value returned by this endpoint", name)
+    return int(value)
+
+
+def check_url_text() -> None:
+    """Path and query values are text like any field: refuse control characters and surrogates
+    before any of them reaches a view or the database."""
+    values = list((request.view_args or {}).values())
+    if request.query_string:
+        values += [v for item in request.args.items(multi=True) for v in item]
+    for value in values:
+        if isinstance(value, str) and not plain_text(value):
+            raise _bad("The URL contains characters that are not allowed")
 
 
 def json_object() -> dict:
@@ -33,7 +64,10 @@ def json_object() -> dict:
         return {}
     if not request.is_json:
         raise DomainError("invalid_request", "Body must be application/json")
-    data = request.get_json(silent=True)
+    try:
+        data = request.get_json(silent=True)
+    except RecursionError:  # nesting deeper than the parser goes; silent=True covers ValueError only
+        data = None
     if not isinstance(data, dict):
         raise _bad("Body must be a JSON object")
     return data
@@ -43,6 +77,8 @@ def validate(data: dict, fields: dict[str, Field]) -> dict:
     """Check `data` against `fields`: unknown fields, missing fields, types and ranges."""
     unknown = sorted(set(data) - set(fields))
     if unknown:
+        if not plain_text(unknown[0]):  # not echoed back: it could not even be encoded
+            raise _bad("Unknown field")
         raise _bad(f"Unknown field: {unknown[0]}", unknown[0])
     out = {}
     for name, spec in fields.items():
@@ -59,6 +95,8 @@ def validate(data: dict, fields: dict[str, Field]) -> dict:
         if isinstance(value, str):
             if spec.max_len is not None and len(value) > spec.max_len:
                 raise _bad(f"Field {name} is too long", name)
+            if not plain_text(value):
+                raise _bad(f"Field {name} contains characters that are not allowed", name)
             if spec.pattern and not re.fullmatch(spec.pattern, value):
                 raise _bad(f"Field {name} has an invalid format", name)
         if isinstance(value, int) and not isinstance(value, bool):

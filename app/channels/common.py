@@ -97,7 +97,7 @@ def json_object(text: str | bytes, what: str) -> dict:
         if isinstance(text, bytes):
             text = text.decode("utf-8")
         value = json.loads(text, parse_constant=_reject_constant)
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):  # RecursionError: nesting too deep
         raise bad_request(f"{what} must be UTF-8 JSON") from None
     if not isinstance(value, dict):
         raise bad_request(f"{what} must be a JSON object")
