@@ -6,9 +6,10 @@ import hashlib
 import json
 from types import SimpleNamespace
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from crypto import tokens
 from crypto.tokens import new_voucher_id
@@ -29,8 +30,12 @@ def _fingerprint(payload: dict) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
 
-def activate(session: Session, rt, channel_id: str, p: dict) -> dict:
-    """Create (once per person) and bind a voucher; idempotent on the channel's request_id."""
+def activate(session: Session, rt, channel_id: str, p: dict, *, retried: bool = False) -> dict:
+    """Create (once per person) and bind a voucher; idempotent on the channel's request_id.
+
+    A concurrent call that wrote the same person's voucher, the same channel user's binding or
+    the same request_id first makes this one's insert fail on a unique key: it is run once more,
+    and then finds those rows."""
     fingerprint = _fingerprint(p)
     done = session.scalars(select(ChannelRequest).where(ChannelRequest.channel_id == channel_id,
                                                         ChannelRequest.request_id == p["request_id"])).first()
@@ -40,16 +45,17 @@ def activate(session: Session, rt, channel_id: str, p: dict) -> dict:
         return done.response
     try:
         result = _activate(session, rt, channel_id, p)
+        session.add(ChannelRequest(channel_id=channel_id, request_id=p["request_id"],
+                                   fingerprint=fingerprint, response=result))
+        session.commit()
     except DomainError as exc:
         metrics.ACTIVATIONS.labels(channel_id, exc.code).inc()
         raise
-    session.add(ChannelRequest(channel_id=channel_id, request_id=p["request_id"],
-                               fingerprint=fingerprint, response=result))
-    try:
-        session.commit()
-    except IntegrityError:  # a concurrent retry of the same request won the race
+    except IntegrityError:
         session.rollback()
-        return activate(session, rt, channel_id, p)
+        if retried:
+            raise
+        return activate(session, rt, channel_id, p, retried=True)
     metrics.ACTIVATIONS.labels(channel_id, "ok").inc()
     return result
 
@@ -62,19 +68,20 @@ def _activate(session: Session, rt, channel_id: str, p: dict) -> dict:
     person = registry.identify(session, rt, p["id_number"], p["name"])
     region = registry.current_region(session, person)  # refuses a person with no active enrolment
     voucher = vouchers.of_person(session, person.id)
+    if voucher is not None and voucher.status == "suspended":
+        raise DomainError("voucher_suspended", "The voucher is reported lost; reinstate it with a re-verification")
+    if voucher is not None and p.get("pin") is not None and voucher.pin_hash is not None:
+        # One PIN across all channels, checked before anything changes (pins.check commits).
+        pins.check(session, rt, voucher, p["pin"])
     created = False
     if voucher is None:
         voucher = vouchers.create(session, person)
         created = True
         records.record(session, voucher, "activation", channel=channel_id)
-    elif voucher.status == "suspended":
-        raise DomainError("voucher_suspended", "The voucher is reported lost; reinstate it with a re-verification")
     elif voucher.status == "cancelled":
         voucher.voucher_id, voucher.status = new_voucher_id(), "active"  # card replaced: a new voucher id
         voucher.active_region = region
         records.record(session, voucher, "activation", channel=channel_id, reactivated=True)
-    if p.get("pin") is not None and voucher.pin_hash is not None:
-        pins.check(session, rt, voucher, p["pin"])  # one PIN across all channels; checked before binding
     if registry.active_enrolment(session, person, voucher.active_region) is None:
         voucher.active_region = region
     _bind(session, voucher, channel_id, p["channel_user_id"])
@@ -194,8 +201,15 @@ def take_reverification(session: Session, rt, voucher: Voucher, purpose: str,
     if subject is not None:
         q = q.where(Reverification.subject == subject)
     for rv in session.scalars(q.order_by(Reverification.id.desc())):
-        if aware(rv.expires_at) >= now:
-            rv.used_at = now
+        if aware(rv.expires_at) < now:
+            continue
+        # Used once even by parallel requests: only the update that finds it unused takes it.
+        taken = session.execute(update(Reverification.__table__)
+                                .where(Reverification.__table__.c.id == rv.id,
+                                       Reverification.__table__.c.used_at.is_(None))
+                                .values(used_at=now)).rowcount
+        if taken:
+            set_committed_value(rv, "used_at", now)
             return rv
     return None
 

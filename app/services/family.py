@@ -11,6 +11,7 @@ from crypto import idcard
 from crypto.masking import mask_name
 
 from ..errors import DomainError
+from ..store import rowlock
 from ..store.models import FamilyLink, Person, Revocation, Voucher
 from . import records, registry, vouchers
 from .vouchers import aware, person_of, utc
@@ -64,6 +65,7 @@ def create(session: Session, rt, guardian: Voucher, p: dict) -> dict:
     number = p["id_number"].upper()
     if member.id == guardian.person_id:
         raise DomainError("invalid_request", "You cannot link yourself")
+    rowlock.hold(session, Voucher, guardian.id)  # one link change per guardian at a time: the limit holds
     live = [lk for lk in links_of(session, rt, guardian) if lk.guardian_voucher_id == guardian.id and lk.status in LIVE]
     if any(lk.member_person_id == member.id for lk in live):
         raise DomainError("family_link_exists", "This member is already linked or invited")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+from sqlalchemy import func, or_, update
 from sqlalchemy.orm import Session
 
 from crypto import idcard
@@ -42,38 +43,71 @@ def set_new(session: Session, rt, voucher: Voucher, person: Person, pin: str, *,
     records.record(session, voucher, kind)
 
 
+def _unlocked(now: dt.datetime):
+    return or_(Voucher.pin_locked_until.is_(None), Voucher.pin_locked_until <= now)
+
+
+def _refuse_locked(voucher: Voucher, now: dt.datetime) -> None:
+    locked = aware(voucher.pin_locked_until)
+    if locked and locked > now:
+        raise DomainError("pin_locked", "The PIN is locked after 5 wrong tries; reset it through a channel",
+                          locked_until=locked.isoformat())
+
+
 def check(session: Session, rt, voucher: Voucher, pin: str | None) -> None:
-    """Verify the PIN; five misses in a row lock it for 24 hours. Failures are committed; on a
-    success the caller commits (with a hash re-made under the configured argon2 cost if it was
-    made under another)."""
+    """Verify the PIN; five misses in a row lock it for 24 hours.
+
+    Each try is counted as a miss, atomically and committed, *before* the hash is checked, and
+    a try is admitted only while fewer than five are counted: parallel tries cannot outrun the
+    lock (at most five hashes are ever checked between two right PINs). A right PIN then clears
+    the count, unless a parallel miss locked the PIN meanwhile. The session is committed, so call
+    this before changing anything else in it (with a hash re-made under the configured argon2
+    cost if it was made under another)."""
     if voucher.pin_hash is None:
         raise DomainError("pin_required", "Set a payment PIN first")
     if not pin:
         raise DomainError("pin_required", "The payment PIN is required")
     now = utc(rt.clock.now())
-    locked = aware(voucher.pin_locked_until)
-    if locked and locked > now:
-        raise DomainError("pin_locked", "The PIN is locked after 5 wrong tries; reset it through a channel",
-                          locked_until=locked.isoformat())
+    _refuse_locked(voucher, now)
     limits.enforce(rt, "pin", voucher.voucher_id, rt.config.pin_rate_per_minute,
                    "Too many PIN attempts; wait a minute")  # the durable 5-strikes lock holds regardless
+    tries = session.execute(
+        update(Voucher).where(Voucher.id == voucher.id, _unlocked(now),
+                              func.coalesce(Voucher.pin_failures, 0) < MAX_FAILURES)
+        .values(pin_failures=func.coalesce(Voucher.pin_failures, 0) + 1).returning(Voucher.pin_failures)
+        .execution_options(synchronize_session=False)).scalar()
+    session.commit()
+    session.refresh(voucher, ["pin_failures", "pin_locked_until"])
+    if tries is None:
+        _refuse_locked(voucher, now)
+        raise DomainError("rate_limited", "Other tries of this PIN are being checked; try again",
+                          headers={"Retry-After": "1"})
     if rt.pins.check(voucher.pin_hash, pin):
-        voucher.pin_failures, voucher.pin_locked_until = 0, None
+        cleared = session.execute(update(Voucher).where(Voucher.id == voucher.id, _unlocked(now))
+                                  .values(pin_failures=0, pin_locked_until=None)
+                                  .execution_options(synchronize_session=False)).rowcount
+        if not cleared:  # a parallel miss locked it while this try was checked
+            session.rollback()
+            session.refresh(voucher, ["pin_failures", "pin_locked_until"])
+            _refuse_locked(voucher, now)
         if rt.pins.needs_rehash(voucher.pin_hash):
             # The operator changed PIN_HASH_TIME_COST / PIN_HASH_MEMORY_KIB: the hash moves to
-            # the new cost on the holder's next right PIN, committed with the caller's change.
+            # the new cost on the holder's next right PIN.
             voucher.pin_hash = rt.pins.hash(pin)
+        session.commit()
+        session.refresh(voucher, ["pin_failures", "pin_locked_until"])
         return
-    voucher.pin_failures = (voucher.pin_failures or 0) + 1
-    left = MAX_FAILURES - voucher.pin_failures
+    left = MAX_FAILURES - tries
     if left <= 0:
-        voucher.pin_locked_until = now + dt.timedelta(hours=LOCK_HOURS)
-        voucher.pin_failures = 0
+        until = now + dt.timedelta(hours=LOCK_HOURS)
+        session.execute(update(Voucher).where(Voucher.id == voucher.id)
+                        .values(pin_failures=0, pin_locked_until=until)
+                        .execution_options(synchronize_session=False))
         records.record(session, voucher, "pin_locked")
         session.commit()
+        session.refresh(voucher, ["pin_failures", "pin_locked_until"])
         raise DomainError("pin_locked", "The PIN is locked for 24 hours after 5 wrong tries",
-                          locked_until=voucher.pin_locked_until.isoformat())
-    session.commit()
+                          locked_until=until.isoformat())
     raise DomainError("pin_invalid", "Wrong PIN", remaining_attempts=left)
 
 

@@ -8,6 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ..errors import DomainError
+from ..store import rowlock
 from ..store.models import RemoteCareFiling, Voucher
 from . import records, registry
 from .vouchers import person_of, same_pooling_area, utc
@@ -55,6 +56,7 @@ def file(session: Session, rt, voucher: Voucher, p: dict) -> dict:
     region = p["care_region_code"]
     if same_pooling_area(region, voucher.active_region):
         raise DomainError("invalid_request", "Care in your own insured area needs no filing")
+    rowlock.hold(session, Voucher, voucher.id)  # one filing change per person at a time: no two overlap
     for old in session.scalars(select(RemoteCareFiling).where(RemoteCareFiling.person_id == voucher.person_id,
                                                              RemoteCareFiling.status == "active")):
         if same_pooling_area(old.care_region_code, region) and old.valid_from <= until and start <= old.valid_until:

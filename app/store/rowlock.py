@@ -1,0 +1,17 @@
+"""Serialise read-check-write steps that belong to one row (a guardian's links, a person's
+filings) on both databases with one statement.
+
+`hold(session, Model, row_id)` updates the row to itself at the start of the step. On
+PostgreSQL that takes the row's lock until the transaction ends, so a parallel step on the same
+row waits and then reads what the first one committed. On SQLite it starts the write
+transaction (pysqlite would otherwise run the step's reads outside any transaction), and SQLite
+admits one writer at a time. Reads made after it see every step that committed before it."""
+from __future__ import annotations
+
+from sqlalchemy import update
+from sqlalchemy.orm import Session
+
+
+def hold(session: Session, model, row_id: int) -> None:
+    table = model.__table__
+    session.execute(update(table).where(table.c.id == row_id).values(id=table.c.id))

@@ -1,0 +1,136 @@
+"""Parallel requests against one invariant, on both backends: each step that reads, checks and
+writes holds under concurrency. Requests run in threads through the app (one session each);
+where the race needs a wider window than a fast test machine gives, a read the service already
+does is slowed down, never skipped."""
+from __future__ import annotations
+
+import threading
+import time
+
+from sqlalchemy import select
+
+from app.services import family as family_service
+from app.services import regions as regions_service
+from app.store.models import Reverification, Voucher
+from mock_channels.client import ChannelError
+from tests.helpers import problem_code
+
+
+def _parallel(calls):
+    barrier = threading.Barrier(len(calls))
+    out = [None] * len(calls)
+
+    def run(i, call):
+        barrier.wait()
+        try:
+            out[i] = call()
+        except Exception as exc:  # a channel client raises for a problem answer
+            out[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i, c)) for i, c in enumerate(calls)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return out
+
+
+def _slowed(monkeypatch, module, name, delay=0.2):
+    original = getattr(module, name)
+
+    def slow(*args, **kwargs):
+        result = original(*args, **kwargs)
+        time.sleep(delay)
+        return result
+    monkeypatch.setattr(module, name, slow)
+
+
+def test_parallel_wrong_pins_cannot_outrun_the_lock(world, monkeypatch):
+    h = world.holder("王建国", pin="258013")
+    checked = []
+    hasher_check = world.rt.pins.check
+
+    def counting_check(stored, pin):
+        checked.append(pin)
+        time.sleep(0.05)  # parallel tries overlap while the hash is checked
+        return hasher_check(stored, pin)
+    monkeypatch.setattr(world.rt.pins, "check", counting_check)
+    client = world.app.test_client
+    answers = _parallel([lambda i=i: client().put("/v1/me/pin-free-limit", json={"amount_fen": 1, "pin": f"90000{i}"},
+                                                  headers=h["headers"]) for i in range(8)])
+    codes = sorted(problem_code(r) for r in answers)
+    assert len(checked) <= 5, codes  # never more than five hashes checked before the lock
+    assert "pin_locked" in codes and set(codes) <= {"pin_invalid", "pin_locked", "rate_limited"}
+    # locked for everyone, the right PIN included
+    resp = world.client.put("/v1/me/pin-free-limit", json={"amount_fen": 1, "pin": "258013"}, headers=h["headers"])
+    assert problem_code(resp) == "pin_locked"
+    assert world.client.get("/v1/me", headers=h["headers"]).get_json()["pin"]["locked_until"]
+
+
+def test_a_guardian_cannot_pass_the_family_limit_in_parallel(world, monkeypatch):
+    g = world.holder("吴强")
+
+    def link(name):
+        p = world.person(name)
+        return lambda: world.app.test_client().post(
+            "/v1/me/family", json={"id_number": p["id_number"], "name": name, "relation": "other"},
+            headers=g["headers"])
+    for name in ("李秀英", "陈静", "杨帆", "黄磊"):
+        assert link(name)().status_code == 201
+    _slowed(monkeypatch, family_service, "links_of")
+    answers = _parallel([link("周芳"), link("郭峰"), link("林娜")])
+    assert sorted(r.status_code for r in answers) == [201, 409, 409]
+    assert {problem_code(r) for r in answers if r.status_code == 409} == {"family_limit_reached"}
+    items = world.client.get("/v1/me/family", headers=g["headers"]).get_json()["items"]
+    assert len([i for i in items if i["role"] == "guardian" and i["status"] in ("active", "pending")]) == 5
+
+
+def test_one_member_is_invited_once_in_parallel(world, monkeypatch):
+    g = world.holder("吴强")
+    p = world.person("周芳")
+    _slowed(monkeypatch, family_service, "links_of")
+    answers = _parallel([lambda: world.app.test_client().post(
+        "/v1/me/family", json={"id_number": p["id_number"], "name": "周芳", "relation": "other"},
+        headers=g["headers"])] * 2)
+    assert sorted(r.status_code for r in answers) == [201, 409]
+    assert problem_code(next(r for r in answers if r.status_code == 409)) == "family_link_exists"
+
+
+def test_overlapping_filings_filed_in_parallel_leave_one_active(world, monkeypatch):
+    g = world.holder("王建国")
+    _slowed(monkeypatch, regions_service.records, "record")  # between reading the filings and the commit
+    body = {"care_region_code": "410700", "valid_from": "2026-09-01", "valid_until": "2026-12-01"}
+    answers = _parallel([lambda: world.app.test_client().post("/v1/me/remote-care-filings", json=body,
+                                                               headers=g["headers"])] * 2)
+    assert [r.status_code for r in answers] == [201, 201]
+    items = world.client.get("/v1/me/remote-care-filings", headers=g["headers"]).get_json()["items"]
+    assert len([i for i in items if i["status"] == "active"]) == 1
+
+
+def test_one_reverification_is_used_once_in_parallel(world, monkeypatch):
+    h = world.holder("张丽", pin="258013")
+    world.channel("wechat").reverify(h["channel_user_id"], "pin_reset")
+    original = world.rt.pins.hash
+
+    def slow_hash(pin):  # both resets have found the unused re-verification by now
+        time.sleep(0.2)
+        return original(pin)
+    monkeypatch.setattr(world.rt.pins, "hash", slow_hash)
+    answers = _parallel([lambda pin=pin: world.app.test_client().put("/v1/me/pin", json={"new_pin": pin},
+                                                                     headers=h["headers"])
+                         for pin in ("470136", "581247")])
+    assert sorted(r.status_code for r in answers) == [200, 403]
+    assert problem_code(next(r for r in answers if r.status_code == 403)) == "pin_required"
+    with world.rt.engine.connect() as conn:
+        used = conn.execute(select(Reverification.used_at).join(Voucher, Voucher.id == Reverification.voucher_id)
+                            .where(Voucher.voucher_id == h["voucher_id"])).scalars().all()
+    assert len(used) == 1 and used[0] is not None
+
+
+def test_first_activations_of_one_person_in_two_channels_at_once(world):
+    p = world.person("孙浩")
+    answers = _parallel([lambda c=c: world.channel(c).activate(p["id_number"], "孙浩", p["phone"])
+                         for c in ("wechat", "alipay")])
+    assert not any(isinstance(a, ChannelError) for a in answers), answers
+    assert len({a["voucher_id"] for a in answers}) == 1
+    assert sorted(a["created"] for a in answers) == [False, True]
