@@ -32,7 +32,7 @@ def claims_for(audience: str) -> dict:
     # answer every time, and callers present the same token for minutes.
     cache = rt.caches.setdefault("access", {})
     hit = cache.get((audience, token))
-    if hit is not None and hit["exp"] >= now:
+    if hit is not None and now < hit["exp"]:  # the rule verify_access applies
         return hit
     claims = _verify(rt, token, audience)
     cache_put(cache, (audience, token), claims, 20_000)

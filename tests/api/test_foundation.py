@@ -185,3 +185,15 @@ def test_database_outage_is_503_service_unavailable(make_config, clock, tmp_path
     resp = app.test_client().get("/.well-known/jwks.json")
     assert resp.status_code == 503 and problem_code(resp) == "service_unavailable"
     assert app.test_client().get("/readyz").status_code == 503
+
+
+def test_a_remembered_access_token_expires_when_a_fresh_check_would_refuse_it(world):
+    headers = world.inst_headers("H110000001")
+    assert world.client.get("/v1/revocations", headers=headers).status_code == 200  # verified and remembered
+    world.rt.clock.advance(world.rt.config.institution_token_ttl - 1)
+    assert world.client.get("/v1/revocations", headers=headers).status_code == 200
+    world.rt.clock.advance(1)  # now == exp: refused, remembered or not
+    resp = world.client.get("/v1/revocations", headers=headers)
+    assert resp.status_code == 401 and problem_code(resp) == "unauthorized"
+    world.rt.caches.clear()
+    assert problem_code(world.client.get("/v1/revocations", headers=headers)) == "unauthorized"
