@@ -13,7 +13,8 @@ from ..errors import DomainError
 from ..extensions import runtime
 from ..services import institutions, keys, revocations, scans
 from .auth import INSTITUTION_AUD, institution_required
-from .schema import Field, body, cursor, json_object, plain_text
+from ..text import plain_text
+from .schema import Field, body, cursor, json_object
 
 bp = Blueprint("institutions", __name__, url_prefix="/v1")
 

@@ -8,6 +8,7 @@ from typing import Any, Callable
 from flask import request
 
 from ..errors import DomainError
+from ..text import plain_text
 
 
 @dataclass(frozen=True)
@@ -22,15 +23,7 @@ class Field:
     check: Callable[[Any], bool] | None = None
 
 
-# C0 controls, DEL and lone UTF-16 surrogates: no field of this API carries them. A NUL cannot
-# be stored by PostgreSQL, and a surrogate cannot be encoded as UTF-8 at all.
-_UNSAFE = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")
 CURSOR_MAX = 2 ** 63 - 1  # a database integer key
-
-
-def plain_text(value: str) -> bool:
-    """True when `value` holds no control character and no lone surrogate."""
-    return _UNSAFE.search(value) is None
 
 
 def _bad(detail: str, field: str | None = None) -> DomainError:
@@ -97,7 +90,7 @@ def validate(data: dict, fields: dict[str, Field]) -> dict:
                 raise _bad(f"Field {name} is too long", name)
             if not plain_text(value):
                 raise _bad(f"Field {name} contains characters that are not allowed", name)
-            if spec.pattern and not re.fullmatch(spec.pattern, value):
+            if spec.pattern and not re.fullmatch(spec.pattern, value, re.ASCII):  # \d is 0-9 only
                 raise _bad(f"Field {name} has an invalid format", name)
         if isinstance(value, int) and not isinstance(value, bool):
             if spec.min is not None and value < spec.min or spec.max is not None and value > spec.max:

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from crypto import idcard
 
 from ..store.models import Enrolment, Person, utcnow
+from ..text import plain_text
 from .registry import ID_CONTEXT, PHONE_CONTEXT
 
 COLUMNS = ("person_no", "id_type", "id_number", "name", "phone", "region_code", "insurance_type",
@@ -45,9 +46,12 @@ def validate_row(row: dict) -> dict:
     if missing:
         raise RowError("invalid_request", f"missing {missing[0]}")
     out = {c: str(row.get(c) or "").strip() for c in COLUMNS}
+    unsafe = next((c for c in COLUMNS if not plain_text(out[c])), None)
+    if unsafe:
+        raise RowError("invalid_request", f"{unsafe} contains control characters or invalid text")
     if len(out["person_no"]) > 30:
         raise RowError("invalid_request", "person_no longer than 30 characters")
-    if not re.fullmatch(r"\d{2}", out["id_type"]):
+    if not re.fullmatch(r"\d{2}", out["id_type"], re.ASCII):
         raise RowError("invalid_request", "id_type must be 2 digits")
     out["id_number"] = out["id_number"].upper()
     if out["id_type"] == "01" and not idcard.validate_id_number(out["id_number"]):
@@ -56,9 +60,9 @@ def validate_row(row: dict) -> dict:
         raise RowError("invalid_id_number", "ID number too long")
     if len(out["name"]) > 64:
         raise RowError("invalid_request", "name longer than 64 characters")
-    if out["phone"] and not re.fullmatch(r"1\d{10}", out["phone"]):
+    if out["phone"] and not re.fullmatch(r"1\d{10}", out["phone"], re.ASCII):
         raise RowError("invalid_request", "phone must be 11 digits starting with 1")
-    if not re.fullmatch(r"\d{6}", out["region_code"]):
+    if not re.fullmatch(r"\d{6}", out["region_code"], re.ASCII):
         raise RowError("invalid_request", "region_code must be 6 digits")
     if out["insurance_type"] not in INSURANCE_TYPES:
         raise RowError("invalid_request", "insurance_type must be employee or resident")

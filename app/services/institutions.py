@@ -29,7 +29,7 @@ def add(session: Session, *, code: str, name: str, kind: str, region_code: str,
         raise ValueError("institution code must be 1-32 letters or digits")
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {', '.join(KINDS)}")
-    if not re.fullmatch(r"\d{6}", region_code or ""):
+    if not re.fullmatch(r"\d{6}", region_code or "", re.ASCII):
         raise ValueError("region code must be 6 digits")
     if not name or len(name) > 128:
         raise ValueError("name must be 1-128 characters")

@@ -12,10 +12,13 @@ def make_engine(url: str, sqlite_synchronous: str = "NORMAL") -> Engine:
     the service but not of the machine: a power loss can undo the last commits the OS had not
     yet written. FULL syncs every commit to disk and costs about a fifth of scan throughput
     (docs/benchmarks.md); PostgreSQL is the choice for production (docs/decisions.md)."""
+    # hide_parameters: a database error's text (logged with its traceback) never carries the
+    # statement's values, which can be an ec_token, a phone's ciphertext or a person's name.
     if sqlite_synchronous not in ("NORMAL", "FULL"):
         raise ValueError("sqlite_synchronous must be NORMAL or FULL")
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": 15, "check_same_thread": False})
+        engine = create_engine(url, connect_args={"timeout": 15, "check_same_thread": False},
+                               hide_parameters=True)
 
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn, _record):  # pragma: no cover - exercised on every connect
@@ -30,4 +33,4 @@ def make_engine(url: str, sqlite_synchronous: str = "NORMAL") -> Engine:
         url = "postgresql+psycopg://" + url[len("postgresql://"):]
     # No pre-ping (a round trip per request): connections are recycled instead, and a dead one
     # fails that request with service_unavailable and is replaced.
-    return create_engine(url, pool_recycle=1800, pool_size=5, max_overflow=10)
+    return create_engine(url, pool_recycle=1800, pool_size=5, max_overflow=10, hide_parameters=True)

@@ -96,3 +96,11 @@ def test_oauth_with_a_json_array_or_control_characters_in_credentials(world):
     resp = world.client.post("/v1/oauth/token", data={"grant_type": "client_credentials"},
                              headers={"Authorization": f"Basic {basic}"})
     assert resp.status_code == 401 and problem_code(resp) == "unauthorized"
+
+
+@pytest.mark.parametrize("region", ["４１０７００", "٤١٠٧٠٠"], ids=["fullwidth", "arabic-indic"])
+def test_digits_mean_ascii_digits(world, region):
+    h = world.holder("王建国")
+    resp = world.client.post("/v1/me/remote-care-filings", headers=h["headers"],
+                             json={"care_region_code": region, "valid_from": "2026-09-01", "valid_until": "2026-12-01"})
+    _bad(resp, "care_region_code")

@@ -149,3 +149,19 @@ def test_id_number_moves_between_persons_within_one_batch(app):
         s = rt.session()
         owners = {n: registry.find_by_id_number(s, rt, n).person_no for n in (ID1, ID2, id3)}
         assert owners == {ID1: "P2", ID2: "P3", id3: "P1"}
+
+
+def test_rows_with_control_characters_surrogates_or_other_digits_are_skipped_not_fatal(app):
+    """One bad row is reported and skipped; the rows around it still go in (the batch is not lost)."""
+    good = {"person_no": "J1", "id_type": "01", "id_number": ID1, "name": "张三", "phone": "13800001111",
+            "region_code": "110000", "insurance_type": "employee", "status": "active", "since": "2020-01-01"}
+    rows = [good,
+            {**good, "person_no": "J2", "id_number": ID2, "name": "王\ud800五"},  # lone surrogate
+            {**good, "person_no": "J3\u0000", "id_number": ID2},                 # NUL
+            {**good, "person_no": "J4", "id_number": ID2, "region_code": "１１００００"},  # fullwidth digits
+            {**good, "person_no": "J5", "id_number": ID2, "id_type": "０１"},
+            {**good, "person_no": "J6", "id_number": ID2, "name": "王五"}]
+    text_ = "\n".join(json.dumps(r) for r in rows) + "\n"  # \\u escapes, as a JSON-lines file may carry
+    report = _import(app, text_, "jsonl")
+    assert [(e["line"], e["code"]) for e in report.errors] == [(n, "invalid_request") for n in (2, 3, 4, 5)]
+    assert report.applied == 2 and report.persons_created == 2

@@ -24,3 +24,16 @@ def test_sqlite_synchronous_is_validated():
         Config.from_env({"SQLITE_SYNCHRONOUS": "OFF"})
     with pytest.raises(ValueError):
         make_engine("sqlite://", "OFF")
+
+
+def test_database_errors_never_carry_the_statement_values(tmp_path):
+    """A failed statement's error (which the 500 handler logs) names no bound value."""
+    from sqlalchemy.exc import IntegrityError
+    engine = make_engine(f"sqlite:///{tmp_path / 'h.db'}")
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE t (k TEXT PRIMARY KEY)"))
+        conn.execute(text("INSERT INTO t VALUES (:k)"), {"k": "110105198001020071"})
+    with pytest.raises(IntegrityError) as exc, engine.begin() as conn:
+        conn.execute(text("INSERT INTO t VALUES (:k)"), {"k": "110105198001020071"})
+    assert "110105198001020071" not in str(exc.value) and "hidden" in str(exc.value)
+    engine.dispose()
