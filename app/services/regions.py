@@ -11,7 +11,7 @@ from ..errors import DomainError
 from ..store import rowlock
 from ..store.models import RemoteCareFiling, Voucher
 from . import records, registry
-from .vouchers import person_of, same_pooling_area, utc
+from .vouchers import MUNICIPALITIES, filing_covers, person_of, same_pooling_area, utc
 
 MAX_FILING_DAYS = 366 * 2
 
@@ -54,12 +54,15 @@ def file(session: Session, rt, voucher: Voucher, p: dict) -> dict:
     if (until - start).days > MAX_FILING_DAYS:
         raise DomainError("invalid_request", "A filing may cover at most two years")
     region = p["care_region_code"]
+    if region.endswith("0000") and region[:2] not in MUNICIPALITIES:
+        raise DomainError("invalid_request", "File for a prefecture (such as 410700), not a whole province",
+                          field="care_region_code")
     if same_pooling_area(region, voucher.active_region):
         raise DomainError("invalid_request", "Care in your own insured area needs no filing")
     rowlock.hold(session, Voucher, voucher.id)  # one filing change per person at a time: no two overlap
     for old in session.scalars(select(RemoteCareFiling).where(RemoteCareFiling.person_id == voucher.person_id,
                                                              RemoteCareFiling.status == "active")):
-        if same_pooling_area(old.care_region_code, region) and old.valid_from <= until and start <= old.valid_until:
+        if filing_covers(old.care_region_code, region) and old.valid_from <= until and start <= old.valid_until:
             old.status, old.cancelled_at = "superseded", utc(rt.clock.now())
             records.record(session, voucher, "filing_cancel", filing_id=old.filing_id, reason="superseded")
     filing = RemoteCareFiling(filing_id="fil_" + secrets.token_hex(8), person_id=voucher.person_id,

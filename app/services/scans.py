@@ -21,7 +21,7 @@ from ..store.models import Enrolment, Person, RemoteCareFiling, Scan, UsageRecor
 from ..store.prepared import Prepared, dialect_insert
 from ..store.writelock import writes
 from . import family, keys, limits, records
-from .vouchers import aware, iso_z, person_card, require_usable, same_pooling_area, utc
+from .vouchers import aware, filing_covers, iso_z, person_card, require_usable, same_pooling_area, utc
 
 log = logging.getLogger(__name__)
 PURPOSES = ("registration", "outpatient_settlement", "inpatient_settlement", "pharmacy", "query", "emergency")
@@ -238,7 +238,7 @@ def covering_filing(session: Session, person_id: int, region: str, today: dt.dat
     for f in session.scalars(select(RemoteCareFiling).where(RemoteCareFiling.person_id == person_id,
                                                            RemoteCareFiling.status == "active")
                              .order_by(RemoteCareFiling.valid_until.desc())):
-        if f.valid_from <= today <= f.valid_until and same_pooling_area(f.care_region_code, region):
+        if f.valid_from <= today <= f.valid_until and filing_covers(f.care_region_code, region):
             return f
     return None
 

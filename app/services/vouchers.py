@@ -43,6 +43,14 @@ def same_pooling_area(a: str, b: str) -> bool:
     return a[:4] == b[:4]
 
 
+def filing_covers(care_region: str, institution_region: str) -> bool:
+    """A remote-care filing covers its prefecture (first 4 digits, SPEC §2), or the whole city
+    for a municipality. Never a whole province: filings name a prefecture (regions.file)."""
+    if care_region[:2] in MUNICIPALITIES:
+        return care_region[:2] == institution_region[:2]
+    return care_region[:4] == institution_region[:4]
+
+
 def create(session: Session, person: Person) -> Voucher:
     """A new active voucher (一人一码) in the person's current insured region."""
     voucher = Voucher(voucher_id=new_voucher_id(), person_id=person.id, status="active",

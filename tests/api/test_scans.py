@@ -191,6 +191,23 @@ def test_remote_care_rules(world):
     assert world.scan("P110000001", world.qr(holder)).status_code == 200
 
 
+def test_a_filing_covers_its_prefecture_not_its_province(world):
+    """SPEC §2: a filing covers the institution's region on the first 4 digits."""
+    import datetime as dt
+    holder = world.holder("张丽")  # insured in Beijing only
+    d = dt.datetime.fromtimestamp(world.rt.clock.now(), dt.timezone.utc).date()
+    window = {"valid_from": d.isoformat(), "valid_until": (d + dt.timedelta(days=90)).isoformat()}
+    resp = world.client.post("/v1/me/remote-care-filings", headers=holder["headers"],
+                             json={"care_region_code": "410000", **window})
+    assert problem_code(resp) == "invalid_request" and resp.get_json()["field"] == "care_region_code"
+    filed = world.client.post("/v1/me/remote-care-filings", headers=holder["headers"],
+                              json={"care_region_code": "320600", **window})
+    assert filed.status_code == 201
+    assert world.scan("H320682001", world.qr(holder)).status_code == 200  # Rugao, in prefecture 3206
+    resp = world.scan("H410700001", world.qr(holder))  # Xinxiang: another prefecture, another province
+    assert problem_code(resp) == "remote_care_filing_required"
+
+
 def test_payment_needs_a_pin_that_is_not_initial(world):
     no_pin = world.holder("马丽", pin=None)
     resp = world.scan("H110000001", world.qr(no_pin), purpose="outpatient_settlement")
