@@ -15,7 +15,10 @@ def report_lost(session: Session, rt, voucher: Voucher) -> dict:
         raise DomainError("voucher_cancelled", "The voucher is cancelled")
     if voucher.status != "suspended":
         voucher.status, voucher.suspended_at = "suspended", utc(rt.clock.now())
-        session.add(Revocation(kind="voucher", subject=voucher.voucher_id, reason="reported_lost"))
+        # `at` is the suspension time itself: after a reinstatement, a caching scanner keeps
+        # refusing the tokens issued at or before it, as the service does.
+        session.add(Revocation(kind="voucher", subject=voucher.voucher_id, reason="reported_lost",
+                               created_at=voucher.suspended_at))
         records.record(session, voucher, "loss_report")
     session.commit()
     return {"voucher_id": voucher.voucher_id, "status": voucher.status}
@@ -28,3 +31,6 @@ def reinstate(session: Session, rt, voucher: Voucher, channel_id: str) -> None:
     if voucher.status == "suspended":
         voucher.status = "active"
         records.record(session, voucher, "reinstate", channel=channel_id)
+        # Caching scanners learn it from the feed too, or they would refuse the fresh codes.
+        session.add(Revocation(kind="reinstated", subject=voucher.voucher_id, reason="reinstated",
+                               created_at=utc(rt.clock.now())))

@@ -325,8 +325,15 @@ def test_revocation_feed(world):
     world.client.post("/v1/me/loss-report", json={}, headers=holder["headers"])
     feed = world.client.get(f"/v1/revocations?since={start}", headers=world.inst_headers("H110000001")).get_json()
     assert [(i["kind"], i["id"]) for i in feed["items"]] == [("voucher", holder["voucher_id"])]
+    suspended_at = feed["items"][0]["at"]
     empty = world.client.get(f"/v1/revocations?since={feed['next']}", headers=world.inst_headers("H110000001"))
     assert empty.get_json()["items"] == []
+    # reinstated: the feed says so (a caching scanner would refuse fresh codes otherwise)
+    world.rt.clock.advance(5)
+    world.channel("wechat").reverify(holder["channel_user_id"], "reinstate")
+    back = world.client.get(f"/v1/revocations?since={feed['next']}", headers=world.inst_headers("H110000001"))
+    assert [(i["kind"], i["id"]) for i in back.get_json()["items"]] == [("reinstated", holder["voucher_id"])]
+    assert back.get_json()["items"][0]["at"] > suspended_at
     bad = world.client.get("/v1/revocations?since=abc", headers=world.inst_headers("H110000001"))
     assert problem_code(bad) == "invalid_request"
 
