@@ -41,6 +41,7 @@ class Config:
     issue_rate_per_minute: int = 30
     scan_rate_per_minute: int = 600
     pin_rate_per_minute: int = 10
+    family_rate_per_minute: int = 5
     channel_rate_per_minute: int = 600
     max_body_bytes: int = 16 * 1024
     log_level: str = "INFO"
@@ -64,6 +65,7 @@ class Config:
             issue_rate_per_minute=_int(env, "RATE_ISSUE_PER_MINUTE", 30, 1, 100000),
             scan_rate_per_minute=_int(env, "RATE_SCAN_PER_MINUTE", 600, 1, 10000000),
             pin_rate_per_minute=_int(env, "RATE_PIN_PER_MINUTE", 10, 1, 1000),
+            family_rate_per_minute=_int(env, "RATE_FAMILY_PER_MINUTE", 5, 1, 1000),
             channel_rate_per_minute=_int(env, "RATE_CHANNEL_PER_MINUTE", 600, 1, 10000000),
             log_level=env.get("LOG_LEVEL", "INFO"),
         )

@@ -13,7 +13,7 @@ from crypto.masking import mask_name
 from ..errors import DomainError
 from ..store import rowlock
 from ..store.models import FamilyLink, Person, Revocation, Voucher
-from . import records, registry, vouchers
+from . import limits, records, registry, vouchers
 from .vouchers import aware, person_of, utc
 
 MAX_MEMBERS = 5
@@ -47,7 +47,9 @@ def _link_json(session: Session, link: FamilyLink, me: Voucher) -> dict:
     return {"link_id": link.link_id, "role": "guardian" if link.guardian_voucher_id == me.id else "member",
             "relation": link.relation, "status": link.status,
             "member": {"name_masked": mask_name(member.name),
-                       "voucher_id": member_voucher.voucher_id if member_voucher else None},
+                       # shown once the member has accepted (or was linked as a minor)
+                       "voucher_id": member_voucher.voucher_id if member_voucher and link.status == "active"
+                       else None},
             "guardian": {"name_masked": mask_name(guardian_person.name), "voucher_id": guardian.voucher_id},
             "document_ref_recorded": bool(link.document_ref),
             "created_at": aware(link.created_at).isoformat(),
@@ -61,7 +63,16 @@ def links_view(session: Session, rt, voucher: Voucher) -> list[dict]:
 def create(session: Session, rt, guardian: Voucher, p: dict) -> dict:
     """Link a member: a minor (≤ 16) at once with a declared relation and document; others on acceptance."""
     now = utc(rt.clock.now())
-    member = registry.identify(session, rt, p["id_number"], p["name"])
+    limits.enforce(rt, "family", guardian.voucher_id, rt.config.family_rate_per_minute,
+                   "Too many family link requests; wait a minute")
+    try:
+        member = registry.identify(session, rt, p["id_number"], p["name"])
+    except DomainError as exc:
+        if exc.code not in ("name_mismatch", "person_not_enrolled"):
+            raise
+        # One answer for "nobody with this number" and "someone, another name": a holder must
+        # not learn from this form who is insured, nor test names against a number.
+        raise DomainError("person_not_enrolled", "No insured person with this ID number and name") from None
     number = p["id_number"].upper()
     if member.id == guardian.person_id:
         raise DomainError("invalid_request", "You cannot link yourself")

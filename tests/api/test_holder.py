@@ -34,6 +34,28 @@ def test_minor_is_linked_at_once_and_guardian_shows_their_code(world):
     assert records[0]["kind"] == "scan" and any(r["kind"] == "activation" for r in records)
 
 
+def test_linking_tells_nothing_about_who_is_insured_and_is_rate_limited(world):
+    g = world.holder("吴强")
+    stranger = world.person("周芳")
+    wrong_name = world.client.post("/v1/me/family", headers=g["headers"], json={
+        "id_number": stranger["id_number"], "name": "周方", "relation": "other"})
+    from app.demo import make_id_number
+    nobody = world.client.post("/v1/me/family", headers=g["headers"], json={
+        "id_number": make_id_number("110105", "1990-01-01", 99, 1), "name": "周方", "relation": "other"})
+    assert problem_code(wrong_name) == problem_code(nobody) == "person_not_enrolled"
+    assert wrong_name.get_json()["detail"] == nobody.get_json()["detail"]
+    # an adult's pending invitation does not reveal the invitee's voucher id
+    invited = world.client.post("/v1/me/family", headers=g["headers"], json={
+        "id_number": stranger["id_number"], "name": "周芳", "relation": "other"}).get_json()
+    assert invited["status"] == "pending" and invited["member"]["voucher_id"] is None
+    for _ in range(2):  # five requests a minute (RATE_FAMILY_PER_MINUTE)
+        world.client.post("/v1/me/family", headers=g["headers"], json={
+            "id_number": stranger["id_number"], "name": "周方", "relation": "other"})
+    resp = world.client.post("/v1/me/family", headers=g["headers"], json={
+        "id_number": stranger["id_number"], "name": "周方", "relation": "other"})
+    assert resp.status_code == 429 and problem_code(resp) == "rate_limited"
+
+
 def test_adult_member_must_accept_after_face_check(world):
     g = world.holder("王建国")
     link = _link(world, g, "李秀英", "child").get_json()
@@ -65,6 +87,7 @@ def test_family_limit_and_duplicates(world):
     for n in names:
         resp = _link(world, g, n, "guardian", "户口簿 0001")
         assert resp.status_code == 201, resp.get_json()
+    world.rt.clock.advance(60)  # past the per-minute limit on link requests
     assert problem_code(_link(world, g, "王小明", "guardian", "x")) == "family_link_exists"
     resp = _link(world, g, "赵敏", "guardian", "x")
     assert resp.status_code == 409 and problem_code(resp) == "family_limit_reached"
