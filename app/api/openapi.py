@@ -110,8 +110,8 @@ def document() -> dict:
             "get": op("Family links", "holders", {**_json(OBJ), **_err("unauthorized")}, security=HOLDER),
             "post": op("Link a family member (亲情账户)", "holders",
                        {**_json(OBJ, "Created", "201"), **_err("family_limit_reached", "family_link_exists",
-                                                               "person_not_enrolled", "name_mismatch",
-                                                               "invalid_id_number", "unauthorized", *COMMON)},
+                                                               "person_not_enrolled", "invalid_id_number",
+                                                               "rate_limited", "unauthorized", *COMMON)},
                        security=HOLDER, body=_body({"id_number": S, "name": S, "relation": S, "document_ref": S},
                                                    ["id_number", "name", "relation"]))},
         "/v1/me/family/{link_id}/accept": {"post": op(
