@@ -10,12 +10,15 @@ import time
 from flask import g, has_request_context
 
 # Belt and braces: code never logs these, and the formatter masks them if it ever did.
+# It runs on the finished JSON line, so quotes may arrive escaped (\") or as Python reprs (').
+_Q = r"""(?:\\?["'])?"""
 _SCRUB = [
     (re.compile(r"EV1:[0-9A-Z $%*+\-./:]{20,}"), "[token]"),
     (re.compile(r"eyJ[\w-]+\.[\w-]+\.[\w-]*"), "[jwt]"),
-    (re.compile(r"(?<!\d)\d{17}[\dXx](?!\d)"), "[id_number]"),
-    (re.compile(r"(?<!\d)1[3-9]\d{9}(?!\d)"), "[phone]"),
-    (re.compile(r"(?i)(\"?pin\"?\s*[:=]\s*\"?)\d{4,8}"), r"\1[pin]"),
+    (re.compile(r"(?<![0-9])[0-9]{6}ec[A-Z2-7]{30}"), "[ec_token]"),
+    (re.compile(r"(?<![0-9])[0-9]{6}[ -]?[0-9]{8}[ -]?[0-9]{3}[0-9Xx](?![0-9])"), "[id_number]"),
+    (re.compile(r"(?<![0-9])(?:\+?86[ -]?)?1[3-9][0-9](?:[ -]?[0-9]{4}){2}(?![0-9])"), "[phone]"),
+    (re.compile(r"(?i)(pin" + _Q + r"\s*[:=]\s*" + _Q + r")[0-9]{4,8}"), r"\1[pin]"),
 ]
 _STD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
 

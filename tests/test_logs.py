@@ -15,6 +15,21 @@ def test_scrub_masks_secrets_that_slip_into_a_message():
         assert secret not in line
 
 
+def test_scrub_masks_the_forms_a_serialised_line_carries():
+    """The formatter scrubs the finished JSON line: exception texts arrive with escaped quotes,
+    database and dict reprs with single quotes, phones with a country code or spaces."""
+    record = logging.LogRecord("t", logging.ERROR, "", 0, "failed", (), None)
+    record.detail = json.dumps({"new_pin": "493817", "pin": "582014"})
+    record.params = repr({"old_pin": "771923", "ec_token": "110000ecABCDEFGHIJKLMNOPQRSTUVWXYZ2345"})
+    record.phones = "+8613812345678 / +86 139 1234 5678 / 137-1234-5678"
+    record.ids = "110105 19800102 0071"
+    line = JsonFormatter().format(record)
+    json.loads(line)  # still one JSON object
+    for secret in ("493817", "582014", "771923", "ABCDEFGHIJKLMNOPQRSTUVWXYZ2345", "13812345678", "1234 5678",
+                   "1234-5678", "19800102"):
+        assert secret not in line, secret
+
+
 def test_a_whole_flow_logs_json_without_personal_data(world):
     buf = io.StringIO()
     handler = logging.StreamHandler(buf)
