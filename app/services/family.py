@@ -12,8 +12,8 @@ from crypto.masking import mask_name
 
 from ..errors import DomainError
 from ..store import rowlock
-from ..store.models import FamilyLink, Person, Revocation, Voucher
-from . import limits, records, registry, vouchers
+from ..store.models import FamilyLink, Person, Voucher
+from . import limits, records, registry, revocations, vouchers
 from .vouchers import aware, person_of, utc
 
 MAX_MEMBERS = 5
@@ -149,7 +149,7 @@ def end(session: Session, rt, voucher: Voucher, link_id: str) -> dict:
     member_voucher = vouchers.of_person(session, link.member_person_id)
     if member_voucher is not None:
         for token_id in rt.store.members(issued_group(member_voucher.voucher_id, guardian.voucher_id)):
-            session.add(Revocation(kind="token", subject=token_id, reason="family_link_ended"))
+            revocations.add(session, kind="token", subject=token_id, reason="family_link_ended")
         records.record(session, member_voucher, "family_end", link_id=link_id, by=link.ended_by)
     records.record(session, guardian, "family_end", link_id=link_id, by=link.ended_by)
     session.commit()

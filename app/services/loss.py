@@ -4,8 +4,8 @@ from __future__ import annotations
 from sqlalchemy.orm import Session
 
 from ..errors import DomainError
-from ..store.models import Revocation, Voucher
-from . import records
+from ..store.models import Voucher
+from . import records, revocations
 from .vouchers import utc
 
 
@@ -17,8 +17,8 @@ def report_lost(session: Session, rt, voucher: Voucher) -> dict:
         voucher.status, voucher.suspended_at = "suspended", utc(rt.clock.now())
         # `at` is the suspension time itself: after a reinstatement, a caching scanner keeps
         # refusing the tokens issued at or before it, as the service does.
-        session.add(Revocation(kind="voucher", subject=voucher.voucher_id, reason="reported_lost",
-                               created_at=voucher.suspended_at))
+        revocations.add(session, kind="voucher", subject=voucher.voucher_id, reason="reported_lost",
+                        created_at=voucher.suspended_at)
         records.record(session, voucher, "loss_report")
     session.commit()
     return {"voucher_id": voucher.voucher_id, "status": voucher.status}
@@ -32,5 +32,5 @@ def reinstate(session: Session, rt, voucher: Voucher, channel_id: str) -> None:
         voucher.status = "active"
         records.record(session, voucher, "reinstate", channel=channel_id)
         # Caching scanners learn it from the feed too, or they would refuse the fresh codes.
-        session.add(Revocation(kind="reinstated", subject=voucher.voucher_id, reason="reinstated",
-                               created_at=utc(rt.clock.now())))
+        revocations.add(session, kind="reinstated", subject=voucher.voucher_id, reason="reinstated",
+                        created_at=utc(rt.clock.now()))

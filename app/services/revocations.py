@@ -1,12 +1,26 @@
 """The revocation feed for scanners that cache: revoked voucher ids and token ids by cursor."""
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from ..store.models import Revocation
 
 PAGE = 500
+FEED_LOCK = 0x65766676  # PostgreSQL advisory lock key of the feed's writers ("evfv")
+
+
+def add(session: Session, **fields) -> None:
+    """Append an item to the feed, in the session's transaction.
+
+    The feed's cursor is the row id, so ids must become visible in id order: otherwise a
+    reader could see id N+1 committed, move past it, and never see N committed a moment later.
+    On PostgreSQL (where sequence values are handed out before commit) feed writers therefore
+    take one transaction-level advisory lock before their insert; the next writer's id is drawn
+    only after this transaction ends. SQLite admits one writer at a time anyway."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": FEED_LOCK})
+    session.add(Revocation(**fields))
 
 
 def feed(session: Session, cursor: int) -> dict:
