@@ -80,8 +80,9 @@ def check(session: Session, rt, voucher: Voucher, pin: str | None) -> None:
     session.refresh(voucher, ["pin_failures", "pin_locked_until"])
     if tries is None:
         _refuse_locked(voucher, now)
-        raise DomainError("rate_limited", "Other tries of this PIN are being checked; try again",
-                          headers={"Retry-After": "1"})
+        # Five tries counted and none has cleared them: still being checked in parallel, or
+        # their workers died. Either way that is five misses' worth: lock (never a stuck count).
+        _lock(session, voucher, now)
     if rt.pins.check(voucher.pin_hash, pin):
         cleared = session.execute(update(Voucher).where(Voucher.id == voucher.id, _unlocked(now))
                                   .values(pin_failures=0, pin_locked_until=None)
@@ -90,6 +91,7 @@ def check(session: Session, rt, voucher: Voucher, pin: str | None) -> None:
             session.rollback()
             session.refresh(voucher, ["pin_failures", "pin_locked_until"])
             _refuse_locked(voucher, now)
+            raise DomainError("pin_locked", "The PIN was locked by other tries meanwhile")
         if rt.pins.needs_rehash(voucher.pin_hash):
             # The operator changed PIN_HASH_TIME_COST / PIN_HASH_MEMORY_KIB: the hash moves to
             # the new cost on the holder's next right PIN.
@@ -99,16 +101,22 @@ def check(session: Session, rt, voucher: Voucher, pin: str | None) -> None:
         return
     left = MAX_FAILURES - tries
     if left <= 0:
-        until = now + dt.timedelta(hours=LOCK_HOURS)
-        session.execute(update(Voucher).where(Voucher.id == voucher.id)
-                        .values(pin_failures=0, pin_locked_until=until)
-                        .execution_options(synchronize_session=False))
-        records.record(session, voucher, "pin_locked")
-        session.commit()
-        session.refresh(voucher, ["pin_failures", "pin_locked_until"])
-        raise DomainError("pin_locked", "The PIN is locked for 24 hours after 5 wrong tries",
-                          locked_until=until.isoformat())
+        _lock(session, voucher, now)
     raise DomainError("pin_invalid", "Wrong PIN", remaining_attempts=left)
+
+
+def _lock(session: Session, voucher: Voucher, now: dt.datetime) -> None:
+    """Lock the PIN for 24 hours (once: a parallel caller finds it locked) and refuse."""
+    until = now + dt.timedelta(hours=LOCK_HOURS)
+    locked = session.execute(update(Voucher).where(Voucher.id == voucher.id, _unlocked(now))
+                             .values(pin_failures=0, pin_locked_until=until)
+                             .execution_options(synchronize_session=False)).rowcount
+    if locked:
+        records.record(session, voucher, "pin_locked")
+    session.commit()
+    session.refresh(voucher, ["pin_failures", "pin_locked_until"])
+    raise DomainError("pin_locked", "The PIN is locked for 24 hours after 5 wrong tries",
+                      locked_until=aware(voucher.pin_locked_until).isoformat())
 
 
 def change(session: Session, rt, voucher: Voucher, old_pin: str | None, new_pin: str) -> dict:
