@@ -184,6 +184,18 @@ def document() -> dict:
                                            "type": "object", "properties": {"image": {"type": "string",
                                                                                       "format": "binary"}}}}}})},
     }
+    # Any path segment or query value may carry text no field allows (schema.check_url_text):
+    # every operation can answer 400 invalid_request.
+    for operations in paths.values():
+        for operation in operations.values():
+            responses = operation["responses"]
+            if "invalid_request" not in responses.get("400", {}).get("description", ""):
+                for status, entry in _err("invalid_request").items():
+                    if status in responses:
+                        responses[status] = {**responses[status],
+                                             "description": responses[status]["description"] + ", invalid_request"}
+                    else:
+                        responses[status] = entry
     return {
         "openapi": "3.1.0",
         "info": {"title": "医保电子凭证 e-voucher service", "version": "1.0.0",

@@ -93,6 +93,9 @@ def test_openapi_lists_every_route(app, client):
             assert (path, method.lower()) in documented, f"{method} {path} missing from /openapi.json"
     codes = set(doc["components"]["schemas"]["Problem"]["properties"]["code"]["enum"])
     assert {"token_already_used", "remote_care_filing_required", "payload_too_large"} <= codes
+    for path, operations in doc["paths"].items():  # bad text in any URL is a 400 (docs/decisions.md)
+        for method, operation in operations.items():
+            assert "invalid_request" in operation["responses"]["400"]["description"], (method, path)
 
 
 def test_openapi_documents_the_bearer_every_protected_route_needs(app, client):
