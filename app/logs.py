@@ -11,21 +11,28 @@ from flask import g, has_request_context
 
 # Belt and braces: code never logs these, and the formatter masks them if it ever did.
 # It runs on the finished JSON line, so quotes may arrive escaped (\") or as Python reprs (').
+# Each pattern runs only when its guard (a plain substring; of the lower-cased line for the PIN)
+# is in the line: this runs on every access line, and a pattern that cannot start with a literal
+# costs microseconds a line.
 _Q = r"""(?:\\?["'])?"""
+_PHONE = r"1[3-9][0-9](?:[ -]?[0-9]{4}){2}(?![0-9])"
 _SCRUB = [
-    (re.compile(r"EV1:[0-9A-Z $%*+\-./:]{20,}"), "[token]"),
-    (re.compile(r"eyJ[\w-]+\.[\w-]+\.[\w-]*"), "[jwt]"),
-    (re.compile(r"(?<![0-9])[0-9]{6}ec[A-Z2-7]{30}"), "[ec_token]"),
-    (re.compile(r"(?<![0-9])[0-9]{6}[ -]?[0-9]{8}[ -]?[0-9]{3}[0-9Xx](?![0-9])"), "[id_number]"),
-    (re.compile(r"(?<![0-9])(?:\+?86[ -]?)?1[3-9][0-9](?:[ -]?[0-9]{4}){2}(?![0-9])"), "[phone]"),
-    (re.compile(r"(?i)(pin" + _Q + r"\s*[:=]\s*" + _Q + r")[0-9]{4,8}"), r"\1[pin]"),
+    ("EV1:", re.compile(r"EV1:[0-9A-Z $%*+\-./:]{20,}"), "[token]"),
+    ("eyJ", re.compile(r"eyJ[\w-]+\.[\w-]+\.[\w-]*"), "[jwt]"),
+    ("ec", re.compile(r"(?<=[0-9]{6})ec[A-Z2-7]{30}"), "[ec_token]"),
+    ("", re.compile(r"(?<![0-9])[0-9]{6}[ -]?[0-9]{8}[ -]?[0-9]{3}[0-9Xx](?![0-9])"), "[id_number]"),
+    ("86", re.compile(r"\+?86[ -]?" + _PHONE), "[phone]"),
+    ("", re.compile(r"(?<![0-9])" + _PHONE), "[phone]"),
+    ("pin", re.compile(r"(?i)(pin" + _Q + r"\s*[:=]\s*" + _Q + r")[0-9]{4,8}"), r"\1[pin]"),
 ]
 _STD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
 
 
 def scrub(text: str) -> str:
-    for pattern, repl in _SCRUB:
-        text = pattern.sub(repl, text)
+    lower = text.lower()
+    for guard, pattern, repl in _SCRUB:
+        if guard in (lower if guard == "pin" else text):
+            text = pattern.sub(repl, text)
     return text
 
 
