@@ -7,11 +7,19 @@ PROBLEM = {"$ref": "#/components/schemas/Problem"}
 
 
 def _err(*codes: str) -> dict:
-    out = {}
+    return _with_codes({}, codes)
+
+
+def _with_codes(responses: dict, codes) -> dict:
+    """`responses` plus a problem response per code; codes of one status share its entry."""
+    out = dict(responses)
     for code in codes:
         status = str(CODES[code][0])
-        entry = out.setdefault(status, {"description": "", "content": {"application/problem+json": {"schema": PROBLEM}}})
-        entry["description"] = (entry["description"] + ", " if entry["description"] else "codes: ") + code
+        entry = out.get(status) or {"description": "", "content": {"application/problem+json": {"schema": PROBLEM}}}
+        if code in entry["description"].removeprefix("codes: ").split(", "):
+            continue
+        out[status] = {**entry, "description": (entry["description"] + ", " if entry["description"] else "codes: ")
+                       + code}
     return out
 
 
@@ -43,7 +51,9 @@ CHANNEL_ERRORS = ("channel_signature_invalid", "channel_request_replayed", "chan
 
 
 def op(summary: str, tag: str, responses: dict, *, security=None, body=None, params=None) -> dict:
-    out = {"summary": summary, "tags": [tag], "responses": responses}
+    # Any path segment or query value may carry text no field allows (schema.check_url_text):
+    # every operation can answer 400 invalid_request.
+    out = {"summary": summary, "tags": [tag], "responses": _with_codes(responses, ["invalid_request"])}
     if security is not None:
         out["security"] = security
     if body:
@@ -184,18 +194,6 @@ def document() -> dict:
                                            "type": "object", "properties": {"image": {"type": "string",
                                                                                       "format": "binary"}}}}}})},
     }
-    # Any path segment or query value may carry text no field allows (schema.check_url_text):
-    # every operation can answer 400 invalid_request.
-    for operations in paths.values():
-        for operation in operations.values():
-            responses = operation["responses"]
-            if "invalid_request" not in responses.get("400", {}).get("description", ""):
-                for status, entry in _err("invalid_request").items():
-                    if status in responses:
-                        responses[status] = {**responses[status],
-                                             "description": responses[status]["description"] + ", invalid_request"}
-                    else:
-                        responses[status] = entry
     return {
         "openapi": "3.1.0",
         "info": {"title": "医保电子凭证 e-voucher service", "version": "1.0.0",
