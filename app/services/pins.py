@@ -6,6 +6,7 @@ import datetime as dt
 
 from sqlalchemy import func, or_, update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from crypto import idcard
 from crypto.masking import mask_phone
@@ -47,6 +48,11 @@ def _unlocked(now: dt.datetime):
     return or_(Voucher.pin_locked_until.is_(None), Voucher.pin_locked_until <= now)
 
 
+def _reload_lock(session: Session, voucher: Voucher) -> None:
+    """Read the lock state back: the counting updates bypass the ORM object."""
+    session.refresh(voucher, ["pin_failures", "pin_locked_until"])
+
+
 def _refuse_locked(voucher: Voucher, now: dt.datetime) -> None:
     locked = aware(voucher.pin_locked_until)
     if locked and locked > now:
@@ -77,19 +83,20 @@ def check(session: Session, rt, voucher: Voucher, pin: str | None) -> None:
         .values(pin_failures=func.coalesce(Voucher.pin_failures, 0) + 1).returning(Voucher.pin_failures)
         .execution_options(synchronize_session=False)).scalar()
     session.commit()
-    session.refresh(voucher, ["pin_failures", "pin_locked_until"])
     if tries is None:
+        _reload_lock(session, voucher)
         _refuse_locked(voucher, now)
         # Five tries counted and none has cleared them: still being checked in parallel, or
         # their workers died. Either way that is five misses' worth: lock (never a stuck count).
         _lock(session, voucher, now)
+    set_committed_value(voucher, "pin_failures", tries)  # the object matches the row, without a read
     if rt.pins.check(voucher.pin_hash, pin):
         cleared = session.execute(update(Voucher).where(Voucher.id == voucher.id, _unlocked(now))
                                   .values(pin_failures=0, pin_locked_until=None)
                                   .execution_options(synchronize_session=False)).rowcount
         if not cleared:  # a parallel miss locked it while this try was checked
             session.rollback()
-            session.refresh(voucher, ["pin_failures", "pin_locked_until"])
+            _reload_lock(session, voucher)
             _refuse_locked(voucher, now)
             raise DomainError("pin_locked", "The PIN was locked by other tries meanwhile")
         if rt.pins.needs_rehash(voucher.pin_hash):
@@ -97,7 +104,8 @@ def check(session: Session, rt, voucher: Voucher, pin: str | None) -> None:
             # the new cost on the holder's next right PIN.
             voucher.pin_hash = rt.pins.hash(pin)
         session.commit()
-        session.refresh(voucher, ["pin_failures", "pin_locked_until"])
+        set_committed_value(voucher, "pin_failures", 0)  # what the update above wrote
+        set_committed_value(voucher, "pin_locked_until", None)
         return
     left = MAX_FAILURES - tries
     if left <= 0:
@@ -114,7 +122,7 @@ def _lock(session: Session, voucher: Voucher, now: dt.datetime) -> None:
     if locked:
         records.record(session, voucher, "pin_locked")
     session.commit()
-    session.refresh(voucher, ["pin_failures", "pin_locked_until"])
+    _reload_lock(session, voucher)  # this lock, or a parallel caller's
     raise DomainError("pin_locked", "The PIN is locked for 24 hours after 5 wrong tries",
                       locked_until=aware(voucher.pin_locked_until).isoformat())
 
