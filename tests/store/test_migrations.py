@@ -1,7 +1,6 @@
 """The migrations build exactly the schema the models describe, and 0002 goes both ways."""
 from __future__ import annotations
 
-import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect
@@ -9,23 +8,10 @@ from sqlalchemy import inspect
 from app.store import migrate
 from app.store.engine import make_engine
 from app.store.models import Base
-from tests.conftest import need_service, pg_available
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def url(request, tmp_path):
-    if request.param == "postgresql":
-        reason = pg_available()
-        if reason:
-            need_service("PostgreSQL", reason)
-        return request.getfixturevalue("pg_schema_url")  # already at head
-    url = f"sqlite:///{tmp_path / 'm.db'}"
-    migrate.upgrade(url)
-    return url
-
-
-def test_models_and_migrations_agree(url):
-    engine = make_engine(url)
+def test_models_and_migrations_agree(migrated_url):
+    engine = make_engine(migrated_url)
     with engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
     engine.dispose()

@@ -9,11 +9,9 @@ from sqlalchemy import bindparam, insert, select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
-from app.store import migrate
 from app.store.engine import make_engine
 from app.store.models import EphemeralEntry, UsageRecord
 from app.store.prepared import Prepared, dialect_insert
-from tests.conftest import need_service, pg_available
 
 _COLUMNS = ("voucher_id", "kind", "actor", "detail", "created_at")
 INSERT = Prepared(insert(UsageRecord).values({c: bindparam(c) for c in _COLUMNS}).returning(UsageRecord.id))
@@ -26,17 +24,9 @@ PLAIN_INSERT = Prepared(insert(EphemeralEntry).values(scope=bindparam("scope"), 
                                                       expires_at=bindparam("exp")))
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def engine(request, tmp_path):
-    if request.param == "postgresql":
-        reason = pg_available()
-        if reason:
-            need_service("PostgreSQL", reason)
-        url = request.getfixturevalue("pg_schema_url")
-    else:
-        url = f"sqlite:///{tmp_path / 'prepared.db'}"
-        migrate.upgrade(url)
-    eng = make_engine(url)
+@pytest.fixture
+def engine(migrated_url):
+    eng = make_engine(migrated_url)
     yield eng
     eng.dispose()
 
@@ -101,7 +91,7 @@ def test_driver_errors_surface_as_sqlalchemy_errors(engine):
         conn.commit()
 
 
-@pytest.mark.parametrize("engine", ["postgresql"], indirect=True)  # SQLite has no connection to lose
+@pytest.mark.parametrize("migrated_url", ["postgresql"], indirect=True)  # SQLite has no connection to lose
 def test_a_lost_connection_is_invalidated_not_reused(engine):
     with engine.connect() as conn:
         pid = conn.execute(text("SELECT pg_backend_pid()")).scalar_one()
