@@ -12,8 +12,8 @@ from crypto import tokens
 from ..errors import DomainError
 from ..extensions import runtime
 from ..services import institutions, keys, revocations, scans
-from .auth import INSTITUTION_AUD, institution_required
 from ..text import plain_text
+from .auth import INSTITUTION_AUD, institution_required
 from .schema import Field, body, cursor, json_object
 
 bp = Blueprint("institutions", __name__, url_prefix="/v1")

@@ -12,10 +12,10 @@ def make_engine(url: str, sqlite_synchronous: str = "NORMAL") -> Engine:
     the service but not of the machine: a power loss can undo the last commits the OS had not
     yet written. FULL syncs every commit to disk and costs about a fifth of scan throughput
     (docs/benchmarks.md); PostgreSQL is the choice for production (docs/decisions.md)."""
-    # hide_parameters: a database error's text (logged with its traceback) never carries the
-    # statement's values, which can be an ec_token, a phone's ciphertext or a person's name.
     if sqlite_synchronous not in ("NORMAL", "FULL"):
         raise ValueError("sqlite_synchronous must be NORMAL or FULL")
+    # hide_parameters (both engines): a database error's text, logged with its traceback, never
+    # carries the statement's values, which can be an ec_token, a ciphertext or a person's name.
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": 15, "check_same_thread": False},
                                hide_parameters=True)
