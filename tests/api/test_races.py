@@ -149,3 +149,25 @@ def test_tries_counted_by_workers_that_died_lock_the_pin_instead_of_blocking_it(
     h = world.holder("王建国", pin=None)  # a new session: the old one has expired
     resp = world.client.put("/v1/me/pin-free-limit", json={"amount_fen": 1, "pin": "258013"}, headers=h["headers"])
     assert resp.status_code == 200
+
+
+def test_a_right_pin_checked_while_a_parallel_miss_locks_it_is_refused(world, monkeypatch):
+    """The lock set by another request during this try's hash check wins over this right PIN."""
+    import datetime as dt
+
+    from sqlalchemy import update
+    h = world.holder("王建国", pin="258013")
+    until = dt.datetime.fromtimestamp(world.rt.clock.now() + 24 * 3600, dt.timezone.utc)
+    original = world.rt.pins.check
+
+    def check_while_locked_elsewhere(stored, pin):
+        with world.rt.engine.begin() as other:  # the parallel fifth miss, committed meanwhile
+            other.execute(update(Voucher).where(Voucher.voucher_id == h["voucher_id"])
+                          .values(pin_failures=0, pin_locked_until=until))
+        return original(stored, pin)
+    monkeypatch.setattr(world.rt.pins, "check", check_while_locked_elsewhere)
+    resp = world.client.put("/v1/me/pin-free-limit", json={"amount_fen": 1, "pin": "258013"}, headers=h["headers"])
+    assert resp.status_code == 423 and problem_code(resp) == "pin_locked" and resp.get_json()["locked_until"]
+    monkeypatch.setattr(world.rt.pins, "check", original)
+    resp = world.client.put("/v1/me/pin-free-limit", json={"amount_fen": 1, "pin": "258013"}, headers=h["headers"])
+    assert problem_code(resp) == "pin_locked"  # and the lock stands
