@@ -4,6 +4,8 @@ from __future__ import annotations
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine
 
+from .writelock import WAL_BACKSTOP_PAGES
+
 
 def make_engine(url: str, sqlite_synchronous: str = "NORMAL") -> Engine:
     """Create an engine with the pragmas SQLite needs for concurrent workers.
@@ -27,6 +29,9 @@ def make_engine(url: str, sqlite_synchronous: str = "NORMAL") -> Engine:
             cur.execute(f"PRAGMA synchronous={sqlite_synchronous}")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA busy_timeout=15000")
+            # Checkpoints are taken out of the writer lock by app/store/writelock.py; SQLite's
+            # own, inside a commit, is only a backstop.
+            cur.execute(f"PRAGMA wal_autocheckpoint={WAL_BACKSTOP_PAGES}")
             cur.close()
         return engine
     if url.startswith("postgresql://"):
