@@ -364,3 +364,24 @@ def test_national_crypto_profile_end_to_end(make_world):
     from crypto import fields
     assert fields.FieldCipher(world.rt.master_key, "gm").decrypt(bytes(blob), "id_number")
     assert bytes(blob)[0] != bytes(fields.FieldCipher(world.rt.master_key, "default").encrypt("x", "c"))[0]
+
+
+def test_scan_ids_grow_with_time_and_ec_tokens_use_the_whole_alphabet(world):
+    """Scan ids start with the time in milliseconds (so the scan_id index is appended to, not
+    written at random pages); ec_tokens keep their 30 random base32 characters."""
+    import re
+    import string
+
+    from app.services import scans
+    holder = world.holder("张丽")
+    ids = []
+    for step in (0.0, 0.001, 2.5):
+        world.rt.clock.advance(step)
+        resp = world.scan("H110000001", world.qr(holder))
+        ids.append(resp.get_json()["scan_id"])
+    assert all(re.fullmatch(r"scn_[0-9a-f]{24}", i) for i in ids)
+    assert [int(i[4:16], 16) for i in ids] == [int(world.rt.clock.now() * 1000) - d for d in (2501, 2500, 0)]
+    assert ids == sorted(ids) and len(set(ids)) == 3
+    tokens = [scans.ec_token("110000") for _ in range(300)]
+    assert all(re.fullmatch(r"110000ec[A-Z2-7]{30}", t) for t in tokens)
+    assert set("".join(t[8:] for t in tokens)) == set(string.ascii_uppercase + "234567")
