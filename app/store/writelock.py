@@ -36,7 +36,7 @@ from sqlalchemy.engine import Engine
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_EVERY = 64  # lock releases of one process between two checkpoints (~7 WAL pages a scan)
+CHECKPOINT_EVERY = 256  # lock releases of one process between two checkpoints (~7 WAL pages a scan)
 WAL_RESTART_PAGES = 4_000  # 16 MiB of 4 KiB pages: finish a checkpoint under the lock from here on
 WAL_BACKSTOP_PAGES = 10_000  # SQLite's own automatic checkpoint, for writers that skip this lock
 
