@@ -21,6 +21,7 @@ def create_app(config: Config | None = None, *, clock=None) -> Flask:
     from .extensions import Clock, Runtime, close_session, load_master_key
     from .store.engine import make_engine
     from .store.ephemeral import make_store
+    from .store.hotconn import HotConnection
 
     app = Flask(__name__, instance_path=_instance_path(config))
     config = config or Config.from_env()
@@ -44,6 +45,10 @@ def create_app(config: Config | None = None, *, clock=None) -> Flask:
                  master_key=master, fields=FieldCipher(master, config.crypto_profile),
                  pins=PinHasher(time_cost=config.pin_time_cost, memory_cost=config.pin_memory_cost),
                  clock=clock)
+    # With Redis beside PostgreSQL each of a scan's writes is a single statement (see
+    # services/scans.py), so autocommit keeps each atomic and saves the BEGIN and COMMIT trips.
+    autocommit = rt.store.name != "sql" and engine.dialect.name == "postgresql"
+    rt.scan_connection = HotConnection(engine, **({"isolation_level": "AUTOCOMMIT"} if autocommit else {}))
     app.extensions["evoucher"] = rt
     app.teardown_appcontext(close_session)
 

@@ -72,15 +72,11 @@ _TOKEN_DETAIL = {
 def scan(rt, inst, text: str, purpose: str) -> dict:
     """Verify, check every rule, consume once, record; refusals carry their own code.
 
-    The scan's writes go through one Core connection of its own (prepared statements, one
-    commit); the request's ORM session is opened only for the rare reads (family links,
-    remote-care filings)."""
+    The scan's writes go through a Core connection of its own (prepared statements, one
+    commit), in autocommit on PostgreSQL with Redis (create_app); the request's ORM session is
+    opened only for the rare reads (family links, remote-care filings)."""
     try:
-        with rt.engine.connect() as conn:
-            if rt.store.name != "sql" and conn.dialect.name == "postgresql":
-                # Every write of a scan is then a single statement (see _write_accepted), so
-                # autocommit keeps each atomic and saves the BEGIN and COMMIT round trips.
-                conn.execution_options(isolation_level="AUTOCOMMIT")
+        with rt.scan_connection() as conn:  # this thread's, kept open (app/store/hotconn.py)
             return _scan(conn, rt, inst, text, purpose)
     except DomainError as exc:
         metrics.SCANS.labels(exc.code).inc()

@@ -385,3 +385,21 @@ def test_scan_ids_grow_with_time_and_ec_tokens_use_the_whole_alphabet(world):
     tokens = [scans.ec_token("110000") for _ in range(300)]
     assert all(re.fullmatch(r"110000ec[A-Z2-7]{30}", t) for t in tokens)
     assert set("".join(t[8:] for t in tokens)) == set(string.ascii_uppercase + "234567")
+
+
+def test_scans_keep_their_connection_between_requests(world):
+    """A scan uses its thread's kept-open connection (app/store/hotconn.py), not a pool checkout
+    per request; and leaves it outside any transaction."""
+    from sqlalchemy import event
+    holder = world.holder("张丽")
+    codes = [world.qr(holder) for _ in range(3)]
+    world.inst_headers("H110000001")
+    assert world.scan("H110000001", codes[0]).status_code == 200
+    checkouts = []
+    event.listen(world.rt.engine, "checkout", lambda *a: checkouts.append(1))
+    assert [world.scan("H110000001", c).status_code for c in codes[1:]] == [200, 200]
+    refused = world.scan("H110000001", codes[1])
+    assert problem_code(refused) == "token_already_used"
+    assert checkouts == []
+    with world.rt.scan_connection() as conn:
+        assert not conn.in_transaction()
