@@ -5,7 +5,7 @@ import base64
 import binascii
 from urllib.parse import unquote
 
-from flask import Blueprint, g, jsonify, request
+from flask import Blueprint, current_app, g, jsonify, request
 
 from crypto import tokens
 
@@ -72,7 +72,8 @@ def _institution():
 def create_scan():
     data = body({"token": Field(str, max_len=2048), "purpose": Field(str, choices=scans.PURPOSES)})
     rt, inst = _institution()
-    return jsonify(scans.scan(rt, inst, data["token"], data["purpose"]))
+    answer = scans.scan(rt, inst, data["token"], data["purpose"])  # JSON text, serialized once
+    return current_app.response_class(answer + "\n", mimetype=current_app.json.mimetype)
 
 
 @bp.get("/scans/<scan_id>")

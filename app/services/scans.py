@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
 import logging
 import secrets
 from types import SimpleNamespace
 
-from sqlalchemy import bindparam, insert, select
+from sqlalchemy import JSON, Text, bindparam, cast, insert, select
 from sqlalchemy.orm import Session
 
 from crypto import tokens
@@ -69,8 +70,9 @@ _TOKEN_DETAIL = {
 }
 
 
-def scan(rt, inst, text: str, purpose: str) -> dict:
-    """Verify, check every rule, consume once, record; refusals carry their own code.
+def scan(rt, inst, text: str, purpose: str) -> str:
+    """Verify, check every rule, consume once, record; refusals carry their own code. Returns
+    the answer as JSON text: serialized once, the same text is stored with the scan and sent.
 
     The scan's writes go through a Core connection of its own (prepared statements, one
     commit), in autocommit on PostgreSQL with Redis (create_app); the request's ORM session is
@@ -98,7 +100,12 @@ _SCAN_COLUMNS = ("scan_id", "institution_id", "voucher_id", "token_id", "purpose
 # One use, in the database: scan rows are unique by token_id, and a second insert of a token
 # inserts nothing (and returns no id) instead of failing.
 def _insert_scan_stmt(dialect):
-    return (dialect_insert(dialect)(Scan).values({c: bindparam(c) for c in _SCAN_COLUMNS})
+    values = {c: bindparam(c) for c in _SCAN_COLUMNS}
+    # `result` arrives as JSON text, the very text the answer sends (serialized once); the
+    # column's JSON type would encode it a second time, as a string.
+    text_param = bindparam("result", type_=Text)
+    values["result"] = cast(text_param, JSON) if dialect.name == "postgresql" else text_param
+    return (dialect_insert(dialect)(Scan).values(values)
             .on_conflict_do_nothing(index_elements=["token_id"]).returning(Scan.id))
 
 
@@ -164,16 +171,17 @@ def _scan(conn, rt, inst, text: str, purpose: str) -> dict:
             _refused(conn, voucher, inst, claims, purpose, exc.code)
         raise
     body = _body(rt, voucher, person, claims, purpose, facts, now)
+    answer = json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+    rows = _accepted_rows(inst, voucher, claims, purpose, body, answer, now)  # built before the lock
     with _write_phase(conn, rt, inst):
-        if not (_mark_shared(conn, rt, voucher, claims, now)
-                and _write_accepted(conn, inst, voucher, claims, purpose, body, now)):
+        if not (_mark_shared(conn, rt, voucher, claims, now) and _write_accepted(conn, *rows)):
             # Nothing was written but the count, which stands: record the refusal with it.
             _refused(conn, voucher, inst, claims, purpose, "token_already_used")
             raise DomainError("token_already_used", "This code was already used; ask for a fresh one")
         conn.commit()
     metrics.SCANS.labels("ok").inc()
     logs.event(log, "scan accepted", token_id=claims.token_id, scan_id=body["scan_id"], institution=inst.code)
-    return body
+    return answer
 
 
 def _mark_shared(conn, rt, voucher, claims, now) -> bool:
@@ -192,15 +200,20 @@ def _mark_shared(conn, rt, voucher, claims, now) -> bool:
                           headers={"Retry-After": "1"}) from None
 
 
-def _write_accepted(conn, inst, voucher, claims, purpose, body, now) -> bool:
-    """Write the scan row and its "ok" usage record; False, with nothing written, when this
-    token already has a scan row."""
+def _accepted_rows(inst, voucher, claims, purpose, body, answer: str, now) -> tuple[dict, dict]:
+    """The scan row (its `result` is the answer's JSON text, stored as sent) and its "ok" record."""
     scan_row = {
         "scan_id": body["scan_id"], "institution_id": inst.id, "voucher_id": voucher.id,
         "token_id": claims.token_id, "purpose": purpose, "ec_token": body["ec_token"],
-        "ec_expires_at": utc(now + body["ec_token_expires_in"]), "result": body, "created_at": utc(now)}
+        "ec_expires_at": utc(now + body["ec_token_expires_in"]), "result": answer, "created_at": utc(now)}
     record = records.row(voucher.id, "scan", institution=inst.code, result="ok", purpose=purpose,
                          token_id=claims.token_id, scan_id=body["scan_id"], actor_guardian=bool(claims.actor))
+    return scan_row, record
+
+
+def _write_accepted(conn, scan_row: dict, record: dict) -> bool:
+    """Write the scan row and its "ok" usage record; False, with nothing written, when this
+    token already has a scan row."""
     if conn.dialect.name == "postgresql":
         scan_row.update(("record_" + k, v) for k, v in record.items())
         return _ACCEPT_PG.one(conn, scan_row) is not None

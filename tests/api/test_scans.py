@@ -403,3 +403,17 @@ def test_scans_keep_their_connection_between_requests(world):
     assert checkouts == []
     with world.rt.scan_connection() as conn:
         assert not conn.in_transaction()
+
+
+def test_the_answer_is_serialized_once_and_stored_as_sent(world):
+    from sqlalchemy import text
+    holder = world.holder("张丽")
+    resp = world.scan("H110000001", world.qr(holder))
+    sent = resp.get_data(as_text=True)
+    assert resp.status_code == 200 and resp.mimetype == "application/json" and sent.endswith("}\n")
+    with world.rt.engine.connect() as conn:
+        stored = conn.execute(text("SELECT CAST(result AS TEXT) FROM scans WHERE scan_id = :s"),
+                              {"s": resp.get_json()["scan_id"]}).scalar()
+    assert stored == sent.rstrip("\n") and "丽" in stored and "张" not in stored  # masked, UTF-8 as sent
+    again = world.client.get(f"/v1/scans/{resp.get_json()['scan_id']}", headers=world.inst_headers("H110000001"))
+    assert again.get_json() == resp.get_json()
