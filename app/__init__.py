@@ -45,10 +45,11 @@ def create_app(config: Config | None = None, *, clock=None) -> Flask:
                  master_key=master, fields=FieldCipher(master, config.crypto_profile),
                  pins=PinHasher(time_cost=config.pin_time_cost, memory_cost=config.pin_memory_cost),
                  clock=clock)
-    # With Redis beside PostgreSQL each of a scan's writes is a single statement (see
-    # services/scans.py), so autocommit keeps each atomic and saves the BEGIN and COMMIT trips.
+    # With Redis beside PostgreSQL each database write of a scan is a single statement and QR
+    # issuance only reads (services/scans.py, services/qr.py): autocommit keeps each statement
+    # atomic and saves the BEGIN and COMMIT round trips.
     autocommit = rt.store.name != "sql" and engine.dialect.name == "postgresql"
-    rt.scan_connection = HotConnection(engine, **({"isolation_level": "AUTOCOMMIT"} if autocommit else {}))
+    rt.hot_connection = HotConnection(engine, **({"isolation_level": "AUTOCOMMIT"} if autocommit else {}))
     app.extensions["evoucher"] = rt
     app.teardown_appcontext(close_session)
 

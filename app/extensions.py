@@ -35,8 +35,8 @@ class Runtime:
     keyring_cache: dict = field(default_factory=dict)
     # Per-worker caches of things that may be seconds stale (institutions, verified access tokens).
     caches: dict = field(default_factory=dict)
-    # Scans' Core connection, one per thread (app/store/hotconn.py); set by create_app.
-    scan_connection: object = None
+    # The Core connection of scans and QR issuance, one per thread (app/store/hotconn.py).
+    hot_connection: object = None
 
     def session(self) -> Session:
         """The request's database session (one per app context)."""

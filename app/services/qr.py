@@ -24,14 +24,12 @@ def issued_group(member_voucher_id: str, guardian_voucher_id: str) -> str:
 def issue(rt, claims: dict, *, voucher_id: str | None, fmt: str | None, image: str | None) -> dict:
     """Sign a short-lived one-use token for the holder's voucher or a linked member's.
 
-    The holder lookup and the rate count share one Core connection (prepared statements, one
-    commit); the request's ORM session is opened only on the family path. When the count is
-    not in the database (Redis), the lookup is the connection's only statement and runs in
-    autocommit: on PostgreSQL that saves the BEGIN and COMMIT round trips."""
-    conn = rt.engine.connect()
-    if rt.store.name != "sql":
-        conn.execution_options(isolation_level="AUTOCOMMIT")
-    with conn:
+    The holder lookup and the rate count share the thread's kept-open Core connection
+    (prepared statements, one commit; app/store/hotconn.py); the request's ORM session is opened
+    only on the family path. With PostgreSQL and Redis the count is not in the database, the
+    lookup is the connection's only statement and runs in autocommit, which saves the BEGIN and
+    COMMIT round trips (create_app)."""
+    with rt.hot_connection() as conn:
         holder = activation.holder_snapshot(conn, claims)
         actor = None
         target = holder

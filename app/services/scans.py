@@ -78,7 +78,7 @@ def scan(rt, inst, text: str, purpose: str) -> str:
     commit), in autocommit on PostgreSQL with Redis (create_app); the request's ORM session is
     opened only for the rare reads (family links, remote-care filings)."""
     try:
-        with rt.scan_connection() as conn:  # this thread's, kept open (app/store/hotconn.py)
+        with rt.hot_connection() as conn:  # this thread's, kept open (app/store/hotconn.py)
             return _scan(conn, rt, inst, text, purpose)
     except DomainError as exc:
         metrics.SCANS.labels(exc.code).inc()

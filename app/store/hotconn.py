@@ -1,6 +1,7 @@
-"""One Core connection per engine and thread, kept open between scans.
+"""One Core connection per engine and thread, kept open between scans and QR issuances.
 
-A scan runs a handful of prepared statements on a Core connection (app/store/prepared.py).
+A scan runs a handful of prepared statements on a Core connection (app/store/prepared.py), and
+QR issuance one or two.
 Checking that connection out of SQLAlchemy's pool and back in for every request (the pool's
 bookkeeping and its reset, a rollback on the driver connection) cost about 45 µs of a scan on
 the benchmark machine, more than the voucher lookup itself. `HotConnection` keeps one

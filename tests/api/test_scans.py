@@ -387,21 +387,22 @@ def test_scan_ids_grow_with_time_and_ec_tokens_use_the_whole_alphabet(world):
     assert set("".join(t[8:] for t in tokens)) == set(string.ascii_uppercase + "234567")
 
 
-def test_scans_keep_their_connection_between_requests(world):
-    """A scan uses its thread's kept-open connection (app/store/hotconn.py), not a pool checkout
-    per request; and leaves it outside any transaction."""
+def test_scans_and_issuance_keep_their_connection_between_requests(world):
+    """Scans and QR issuance use their thread's kept-open connection (app/store/hotconn.py),
+    not a pool checkout per request; and leave it outside any transaction."""
     from sqlalchemy import event
     holder = world.holder("张丽")
-    codes = [world.qr(holder) for _ in range(3)]
+    codes = [world.qr(holder)]
     world.inst_headers("H110000001")
     assert world.scan("H110000001", codes[0]).status_code == 200
     checkouts = []
     event.listen(world.rt.engine, "checkout", lambda *a: checkouts.append(1))
+    codes += [world.qr(holder) for _ in range(2)]
     assert [world.scan("H110000001", c).status_code for c in codes[1:]] == [200, 200]
     refused = world.scan("H110000001", codes[1])
     assert problem_code(refused) == "token_already_used"
     assert checkouts == []
-    with world.rt.scan_connection() as conn:
+    with world.rt.hot_connection() as conn:
         assert not conn.in_transaction()
 
 
