@@ -19,7 +19,7 @@ def create_app(config: Config | None = None, *, clock=None) -> Flask:
     from crypto.pins import PinHasher
 
     from .extensions import Clock, Runtime, close_session, load_master_key
-    from .store.engine import make_engine
+    from .store.engine import POOL_RECYCLE_SECONDS, make_engine
     from .store.ephemeral import make_store
     from .store.hotconn import HotConnection
 
@@ -45,11 +45,16 @@ def create_app(config: Config | None = None, *, clock=None) -> Flask:
                  master_key=master, fields=FieldCipher(master, config.crypto_profile),
                  pins=PinHasher(time_cost=config.pin_time_cost, memory_cost=config.pin_memory_cost),
                  clock=clock)
-    # With Redis beside PostgreSQL each database write of a scan is a single statement and QR
-    # issuance only reads (services/scans.py, services/qr.py): autocommit keeps each statement
-    # atomic and saves the BEGIN and COMMIT round trips.
-    autocommit = rt.store.name != "sql" and engine.dialect.name == "postgresql"
-    rt.hot_connection = HotConnection(engine, **({"isolation_level": "AUTOCOMMIT"} if autocommit else {}))
+    # Scans and QR issuance keep a connection per thread, recycled at the pool's age. With Redis
+    # beside PostgreSQL each database write of a scan is a single statement and issuance only
+    # reads (services/scans.py, services/qr.py): autocommit keeps each statement atomic and
+    # saves the BEGIN and COMMIT round trips.
+    options = {}
+    if engine.dialect.name == "postgresql":
+        options["recycle"] = POOL_RECYCLE_SECONDS
+        if rt.store.name != "sql":
+            options["isolation_level"] = "AUTOCOMMIT"
+    rt.hot_connection = HotConnection(engine, **options)
     app.extensions["evoucher"] = rt
     app.teardown_appcontext(close_session)
 

@@ -6,6 +6,8 @@ from sqlalchemy.engine import Engine
 
 from .writelock import WAL_BACKSTOP_PAGES
 
+POOL_RECYCLE_SECONDS = 1800  # PostgreSQL connections are replaced at this age
+
 
 def make_engine(url: str, sqlite_synchronous: str = "NORMAL") -> Engine:
     """Create an engine with the pragmas SQLite needs for concurrent workers.
@@ -38,4 +40,5 @@ def make_engine(url: str, sqlite_synchronous: str = "NORMAL") -> Engine:
         url = "postgresql+psycopg://" + url[len("postgresql://"):]
     # No pre-ping (a round trip per request): connections are recycled instead, and a dead one
     # fails that request with service_unavailable and is replaced.
-    return create_engine(url, pool_recycle=1800, pool_size=5, max_overflow=10, hide_parameters=True)
+    return create_engine(url, pool_recycle=POOL_RECYCLE_SECONDS, pool_size=5, max_overflow=10,
+                         hide_parameters=True)

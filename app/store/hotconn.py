@@ -6,14 +6,16 @@ Checking that connection out of SQLAlchemy's pool and back in for every request 
 bookkeeping and its reset, a rollback on the driver connection) cost about 45 µs of a scan on
 the benchmark machine, more than the voucher lookup itself. `HotConnection` keeps one
 connection per thread instead and leaves it exactly as the pool would: never inside a
-transaction between uses, replaced when it was invalidated (a lost PostgreSQL connection), never
-shared across a fork, and closed when the engine is disposed.
+transaction between uses, replaced when it was invalidated (a lost PostgreSQL connection) or is
+older than the pool's recycle time, never shared across a fork, and closed when the engine is
+disposed.
 """
 from __future__ import annotations
 
 import contextlib
 import os
 import threading
+import time
 
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
@@ -24,8 +26,9 @@ class HotConnection:
     """`with hot() as conn:` gives this thread's connection to `engine`, with `options`
     (execution options such as an isolation level) applied once when it is opened."""
 
-    def __init__(self, engine: Engine, **options):
+    def __init__(self, engine: Engine, *, recycle: float | None = None, **options):
         self.engine = engine
+        self.recycle = recycle  # seconds, as the pool's pool_recycle: reopen a connection this old
         self.options = options
         self._local = threading.local()
         self._all: list[tuple[int, Connection]] = []  # (pid, connection) of every thread, for dispose
@@ -36,7 +39,7 @@ class HotConnection:
         conn = self.engine.connect()
         if self.options:
             conn.execution_options(**self.options)
-        self._local.conn, self._local.pid = conn, os.getpid()
+        self._local.conn, self._local.pid, self._local.opened = conn, os.getpid(), time.monotonic()
         with self._guard:
             self._all.append((os.getpid(), conn))
         return conn
@@ -44,6 +47,10 @@ class HotConnection:
     @contextlib.contextmanager
     def __call__(self):
         conn = getattr(self._local, "conn", None)
+        if conn is not None and self.recycle is not None and self._local.pid == os.getpid() \
+                and time.monotonic() - self._local.opened > self.recycle:
+            self._forget(conn)  # back to the pool, whose own recycling then replaces it
+            conn = None
         if conn is None or self._local.pid != os.getpid() or conn.closed or conn.invalidated:
             # A descriptor inherited through fork belongs to the parent: open our own (the
             # parent's object is left alone, never closed from here).

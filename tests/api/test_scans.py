@@ -404,6 +404,10 @@ def test_scans_and_issuance_keep_their_connection_between_requests(world):
     assert checkouts == []
     with world.rt.hot_connection() as conn:
         assert not conn.in_transaction()
+    from app.store.engine import POOL_RECYCLE_SECONDS
+    pg = world.rt.engine.dialect.name == "postgresql"
+    assert world.rt.hot_connection.recycle == (POOL_RECYCLE_SECONDS if pg else None)
+    assert world.rt.hot_connection.options == ({"isolation_level": "AUTOCOMMIT"} if pg else {})
 
 
 def test_the_answer_is_serialized_once_and_stored_as_sent(world):

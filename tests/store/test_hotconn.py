@@ -112,3 +112,21 @@ def test_a_forked_process_opens_its_own(url):
     with hot() as again:  # the parent's is untouched by the child
         assert again is parent_conn and again.execute(text("SELECT 1")).scalar() == 1
     engine.dispose()
+
+
+def test_a_connection_older_than_the_recycle_time_is_replaced(url, monkeypatch):
+    from app.store import hotconn
+    engine, checkouts = _engine(url)
+    hot = HotConnection(engine, recycle=1800)
+    now = [1000.0]
+    monkeypatch.setattr(hotconn.time, "monotonic", lambda: now[0])
+    with hot() as first:
+        pass
+    now[0] += 1799
+    with hot() as same:
+        assert same is first
+    now[0] += 2
+    with hot() as fresh:
+        assert fresh is not first and first.closed and fresh.execute(text("SELECT 1")).scalar() == 1
+    assert len(checkouts) == 2
+    engine.dispose()
