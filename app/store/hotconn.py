@@ -1,10 +1,9 @@
 """One Core connection per engine and thread, kept open between scans and QR issuances.
 
 A scan runs a handful of prepared statements on a Core connection (app/store/prepared.py), and
-QR issuance one or two.
-Checking that connection out of SQLAlchemy's pool and back in for every request (the pool's
-bookkeeping and its reset, a rollback on the driver connection) cost about 45 µs of a scan on
-the benchmark machine, more than the voucher lookup itself. `HotConnection` keeps one
+QR issuance one or two. Checking that connection out of SQLAlchemy's pool and back in for every
+request (the pool's bookkeeping and its reset, a rollback on the driver connection) cost about
+45 µs of a scan on the benchmark machine, nearly as much as the voucher lookup itself. `HotConnection` keeps one
 connection per thread instead and leaves it exactly as the pool would: never inside a
 transaction between uses, replaced when it was invalidated (a lost PostgreSQL connection) or is
 older than the pool's recycle time, never shared across a fork, and closed when the engine is
