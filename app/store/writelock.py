@@ -15,7 +15,8 @@ commit that crosses its threshold, so under the lock: every ~150th scan spent 5-
 the WAL into the database file while the other worker waited, two thirds of all commit time.
 Hot-path connections therefore raise the automatic threshold to a backstop (WAL_BACKSTOP_PAGES,
 set in app/store/engine.py), and every CHECKPOINT_EVERY-th release of this lock in a process
-checkpoints after the release, passively, while other writers go on. Under steady load a
+rings that process's checkpoint thread, which checkpoints passively while writers (its own
+process's requests among them) go on. Under steady load a
 checkpoint made beside writers never catches up with the last frames, and SQLite starts the WAL
 again from its beginning only after one that did; so once the WAL holds WAL_RESTART_PAGES, the
 frames written meanwhile are checkpointed under the lock too (that one costs a few ms: it syncs
@@ -52,6 +53,7 @@ class WriterLock:
         self.path = path
         self.database = database
         self._local = threading.local()
+        self._checkpointers: dict[int, threading.Event] = {}  # pid -> its checkpoint thread's bell
 
     def _fd(self) -> int:
         fd, pid = getattr(self._local, "fd", None), getattr(self._local, "pid", None)
@@ -76,7 +78,20 @@ class WriterLock:
         if self.database is not None:
             self._local.releases = getattr(self._local, "releases", 0) + 1
             if self._local.releases % CHECKPOINT_EVERY == 0:
-                self.checkpoint()
+                self._checkpoint_soon()
+
+    def _checkpoint_soon(self) -> None:
+        """Ring this process's checkpoint thread, starting it on first use (and after a fork:
+        threads do not survive one). The request goes on at once: a checkpoint waits for the
+        disk to sync, and pysqlite releases the GIL meanwhile."""
+        bell = self._checkpointers.get(os.getpid())
+        if bell is None:
+            new = threading.Event()
+            bell = self._checkpointers.setdefault(os.getpid(), new)  # one thread, even if two race
+            if bell is new:
+                threading.Thread(target=_checkpoint_loop, args=(weakref.ref(self), bell), daemon=True,
+                                 name="wal-checkpoint").start()
+        bell.set()
 
     def checkpoint(self) -> None:
         """Copy the WAL into the database file without the lock; past WAL_RESTART_PAGES, finish
@@ -98,6 +113,19 @@ class WriterLock:
                     conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         except sqlite3.Error as exc:  # the backstop still holds; a request must not fail for this
             log.warning("WAL checkpoint failed: %s", exc.__class__.__name__)
+
+
+def _checkpoint_loop(lock_ref, bell: threading.Event) -> None:
+    """A process's checkpoint thread: checkpoint whenever rung; end once the lock is gone."""
+    while True:
+        rung = bell.wait(timeout=30)
+        lock = lock_ref()
+        if lock is None:
+            return
+        if rung:
+            bell.clear()
+            lock.checkpoint()
+        del lock
 
 
 _LOCKS: "weakref.WeakKeyDictionary[Engine, WriterLock | None]" = weakref.WeakKeyDictionary()

@@ -100,31 +100,39 @@ def test_sqlite_own_checkpoint_is_only_a_backstop(tmp_path):
         assert conn.execute(text("PRAGMA wal_autocheckpoint")).scalar() == WAL_BACKSTOP_PAGES
 
 
-def test_checkpoints_run_after_the_lock_is_released(tmp_path, monkeypatch):
+def test_checkpoints_run_in_their_own_thread_without_the_lock(tmp_path, monkeypatch):
+    """Every CHECKPOINT_EVERY-th release rings the process's checkpoint thread: writers go on
+    while it works (here it is held up on purpose), and it works without the lock."""
     from app.store import writelock
     monkeypatch.setattr(writelock, "CHECKPOINT_EVERY", 5)
     path = tmp_path / "c.db"
     engine = _engine_and_table(path)
-    lock_free = []
+    started, go_on, seen = threading.Event(), threading.Event(), []
     real = writelock.WriterLock.checkpoint
 
-    def spy(self):
-        probe = os.open(self.path, os.O_RDWR)
-        try:  # another descriptor gets the lock at once only if nobody holds it
-            fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            fcntl.flock(probe, fcntl.LOCK_UN)
-            lock_free.append(True)
-        except BlockingIOError:
-            lock_free.append(False)
-        finally:
-            os.close(probe)
+    def slow_checkpoint(self):
+        seen.append(threading.current_thread().name)
+        started.set()
+        assert go_on.wait(10)
         real(self)
 
-    monkeypatch.setattr(writelock.WriterLock, "checkpoint", spy)
-    _write(engine, 12)
-    assert lock_free == [True, True]  # after the 5th and the 10th release, never under the lock
-    # ...and it did checkpoint: the first ten rows are in the database file, not only in the WAL
-    assert os.path.getsize(path) > 10 * 3000
+    monkeypatch.setattr(writelock.WriterLock, "checkpoint", slow_checkpoint)
+    _write(engine, 5)
+    assert started.wait(10)  # the 5th release rang it...
+    _write(engine, 4)  # ...and writers are not held up by it
+    probe = os.open(f"{path}-writer.lock", os.O_RDWR)
+    try:  # nobody holds the lock while the checkpoint is under way
+        fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(probe, fcntl.LOCK_UN)
+    finally:
+        os.close(probe)
+    go_on.set()
+    deadline = time.monotonic() + 10
+    while os.path.getsize(path) < 5 * 3000 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    # it did checkpoint: the first rows are in the database file, not only in the WAL
+    assert os.path.getsize(path) >= 5 * 3000
+    assert seen and set(seen) == {"wal-checkpoint"}
 
 
 def _hammer(path: str, n: int, restart_pages: int) -> None:
@@ -158,5 +166,8 @@ def test_a_failed_checkpoint_is_logged_and_the_write_stands(tmp_path, monkeypatc
     with caplog.at_level("WARNING", logger="app.store.writelock"):
         with lock():
             pass
+        deadline = time.monotonic() + 10  # it fails in the checkpoint thread
+        while "WAL checkpoint failed" not in caplog.text and time.monotonic() < deadline:
+            time.sleep(0.01)
     assert "WAL checkpoint failed" in caplog.text
     assert not (tmp_path / "missing").exists()  # nothing was created
