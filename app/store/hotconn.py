@@ -3,11 +3,11 @@
 A scan runs a handful of prepared statements on a Core connection (app/store/prepared.py), and
 QR issuance one or two. Checking that connection out of SQLAlchemy's pool and back in for every
 request (the pool's bookkeeping and its reset, a rollback on the driver connection) cost about
-45 µs of a scan on the benchmark machine, nearly as much as the voucher lookup itself. `HotConnection` keeps one
-connection per thread instead and leaves it exactly as the pool would: never inside a
-transaction between uses, replaced when it was invalidated (a lost PostgreSQL connection) or is
-older than the pool's recycle time, never shared across a fork, and closed when the engine is
-disposed.
+45 µs of a scan on the benchmark machine, nearly as much as the voucher lookup itself.
+`HotConnection` keeps one connection per thread instead and leaves it exactly as the pool
+would: never inside a transaction between uses, replaced when it was invalidated (a lost
+PostgreSQL connection) or is older than the pool's recycle time, never shared across a fork,
+and closed when the engine is disposed.
 """
 from __future__ import annotations
 
@@ -46,13 +46,13 @@ class HotConnection:
     @contextlib.contextmanager
     def __call__(self):
         conn = getattr(self._local, "conn", None)
-        if conn is not None and self.recycle is not None and self._local.pid == os.getpid() \
+        if conn is not None and self._local.pid != os.getpid():
+            conn = None  # inherited through fork: the parent's, never used nor closed from here
+        elif conn is not None and self.recycle is not None \
                 and time.monotonic() - self._local.opened > self.recycle:
             self._forget(conn)  # back to the pool, whose own recycling then replaces it
             conn = None
-        if conn is None or self._local.pid != os.getpid() or conn.closed or conn.invalidated:
-            # A descriptor inherited through fork belongs to the parent: open our own (the
-            # parent's object is left alone, never closed from here).
+        if conn is None or conn.closed or conn.invalidated:
             conn = self._open()
         try:
             yield conn

@@ -16,12 +16,12 @@ the WAL into the database file while the other worker waited, two thirds of all 
 Hot-path connections therefore raise the automatic threshold to a backstop (WAL_BACKSTOP_PAGES,
 set in app/store/engine.py), and every CHECKPOINT_EVERY-th release of this lock in a process
 rings that process's checkpoint thread, which checkpoints passively while writers (its own
-process's requests among them) go on. Under steady load a
-checkpoint made beside writers never catches up with the last frames, and SQLite starts the WAL
-again from its beginning only after one that did; so once the WAL holds WAL_RESTART_PAGES, the
-frames written meanwhile are checkpointed under the lock too (that one costs a few ms: it syncs
-the database file). The WAL file then stops growing a few thousand pages past
-WAL_RESTART_PAGES (about 30 MB with two workers scanning flat out).
+process's requests among them) go on. Under steady load a checkpoint made beside writers never
+catches up with the last frames, and SQLite starts the WAL again from its beginning only after
+one that did; so once the WAL holds WAL_RESTART_PAGES, the frames written meanwhile are
+checkpointed under the lock too (that one costs a few ms: it syncs the database file). The WAL
+file then stops growing a few thousand pages past WAL_RESTART_PAGES (about 30 MB with two
+workers scanning flat out).
 """
 from __future__ import annotations
 
