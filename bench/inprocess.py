@@ -91,20 +91,26 @@ def call(app, env, raw) -> int:
     return int(status[0][:3])
 
 
+def parse_and_run(ap: argparse.ArgumentParser, run, prefix: str) -> None:
+    """Add the backend options that `build` reads, parse the command line, and call
+    `run(args, tmp)` with a temp folder (the instance lives there) removed afterwards."""
+    ap.add_argument("--database-url")
+    ap.add_argument("--redis-url")
+    args = ap.parse_args()
+    tmp = tempfile.mkdtemp(prefix=prefix)
+    try:
+        run(args, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--calls", type=int, default=600)
     ap.add_argument("--profile", choices=["healthz", "qr", "qr_svg", "scans"])
     ap.add_argument("--only", choices=["healthz", "qr", "qr_svg", "scans"],
                     help="time one endpoint (e.g. to sample it with `py-spy record -- ...`)")
-    ap.add_argument("--database-url")
-    ap.add_argument("--redis-url")
-    args = ap.parse_args()
-    tmp = tempfile.mkdtemp(prefix="evinproc-")
-    try:
-        run(args, tmp)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    parse_and_run(ap, run, "evinproc-")
 
 
 def run(args, tmp: str) -> None:

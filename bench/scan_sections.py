@@ -19,15 +19,15 @@ import argparse
 import collections
 import contextlib
 import os
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "bench"))
+
+import inprocess  # noqa: E402  (bench/inprocess.py: the instance, the requests)
 
 TOTAL: collections.Counter = collections.Counter()
 
@@ -61,20 +61,11 @@ def timed_context(owner, name: str) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--calls", type=int, default=4000)
-    ap.add_argument("--database-url")
-    ap.add_argument("--redis-url")
-    args = ap.parse_args()
-    tmp = tempfile.mkdtemp(prefix="evsections-")
-    try:
-        run(args, tmp)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    inprocess.parse_and_run(ap, run, "evsections-")
 
 
 def run(args, tmp: str) -> None:
     import logging
-
-    import inprocess
 
     app, holders, insts = inprocess.build(args, tmp)
     logging.getLogger().handlers[0].stream = open(os.devnull, "w")  # formatted, not printed
