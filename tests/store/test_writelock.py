@@ -153,10 +153,12 @@ def test_wal_starts_again_under_steady_writes_from_two_processes(tmp_path):
     for p in procs:
         p.join(120)
     assert [p.exitcode for p in procs] == [0, 0]
-    # 3,000 writes of a 3 KB row wrote well over 3,000 WAL pages; the WAL itself stayed small
+    # 3,000 writes of a 3 KB row wrote about 9,000 WAL pages; the WAL itself stayed small. Over
+    # repeated runs it ended at 700-1,650 pages (a checkpoint thread scheduled late lets it run
+    # on a little), and at 5,200-9,200 with the restart under the lock switched off.
     with sqlite3.connect(path) as conn:
         assert conn.execute("SELECT count(*) FROM t").fetchone()[0] == 3000
-    assert _wal_pages(path) < 1500, _wal_pages(path)
+    assert _wal_pages(path) < 3000, _wal_pages(path)
 
 
 def test_a_failed_checkpoint_is_logged_and_the_write_stands(tmp_path, monkeypatch, caplog):
