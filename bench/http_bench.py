@@ -63,6 +63,7 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, BENCH)
 
 from _machine import describe, system_cpu, wait_quiet  # noqa: E402
+from inprocess import reset_scratch_database  # noqa: E402
 
 RUNS = ("healthz", "qr", "qr_svg", "scans")
 TARGETS = {"qr": 0.5, "qr_svg": 0.3, "scans": 0.5}
@@ -146,22 +147,6 @@ def server_env(args, tmp: str, port: int) -> dict:
         # pay several restarts that the slower runs do not. Off for the bench (see docs).
         env["GUNICORN_CMD_ARGS"] = "--max-requests 0"
     return env
-
-
-def reset_scratch_database(url: str) -> None:
-    """Empty the scratch PostgreSQL database: every run makes a new master key, and the keys
-    a previous run sealed under its own could not be opened. Refuses a database whose name
-    does not say it is a benchmark's."""
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-    name = make_url(url).database or ""
-    if "bench" not in name:
-        raise SystemExit(f"--database-url must name a scratch database (with 'bench' in its name), not {name!r}")
-    engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
-    with engine.begin() as conn:
-        conn.execute(text("DROP SCHEMA public CASCADE"))
-        conn.execute(text("CREATE SCHEMA public"))
-    engine.dispose()
 
 
 def run_checked(cmd: list[str], env: dict, what: str) -> str:

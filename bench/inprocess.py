@@ -33,6 +33,22 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 
+def reset_scratch_database(url: str) -> None:
+    """Empty the scratch PostgreSQL database: every run makes a new master key, and the keys
+    a previous run sealed under its own could not be opened. Refuses a database whose name
+    does not say it is a benchmark's."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+    name = make_url(url).database or ""
+    if "bench" not in name:
+        raise SystemExit(f"--database-url must name a scratch database (with 'bench' in its name), not {name!r}")
+    engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
+    with engine.begin() as conn:
+        conn.execute(text("DROP SCHEMA public CASCADE"))
+        conn.execute(text("CREATE SCHEMA public"))
+    engine.dispose()
+
+
 def build(args, tmp: str):
     from app import create_app
     from app.cli import upgrade_database
@@ -40,6 +56,8 @@ def build(args, tmp: str):
     from app.demo import load_demo
     from mock_channels.client import ChannelClient, flask_sender
 
+    if args.database_url:
+        reset_scratch_database(args.database_url)
     instance = os.path.join(tmp, "instance")
     os.makedirs(instance)
     values = dict(instance_path=instance, database_url=args.database_url or f"sqlite:///{instance}/evoucher.db",
