@@ -18,6 +18,21 @@ def problem_code(resp) -> str:
     return resp.get_json()["code"]
 
 
+def redis_round_trips(monkeypatch) -> list:
+    """Every write of commands to a Redis socket from now on: one per round trip (a pipeline
+    sends all of its commands at once)."""
+    import redis.connection
+
+    sent = []
+    real = redis.connection.AbstractConnection.send_packed_command
+
+    def counting(self, command, check_health=True):
+        sent.append(command)
+        return real(self, command, check_health)
+    monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", counting)
+    return sent
+
+
 class World:
     def __init__(self, app, client, tmp_root):
         self.app, self.client = app, client

@@ -135,19 +135,27 @@ def _load(conn, claims):
     return voucher, person, row["insurance_type"]
 
 
+_LIMIT_DETAIL = "Too many scans from this institution"
+
+
 @contextlib.contextmanager
-def _write_phase(conn, rt, inst):
+def _write_phase(conn, rt, inst, mark=None):
     """One short write transaction under the SQLite writer lock (app/store/writelock.py),
     starting with this attempt's count against the institution's limit. The SQL store counts
-    inside `conn`'s transaction and a refusal at the limit rolls it back; Redis counts on its own."""
+    inside `conn`'s transaction and a refusal at the limit rolls it back; Redis counts on its
+    own, and given `mark` (voucher, claims, now: the accepted path) also marks the token used,
+    in the same round trip. Yields False when that mark found the token already used."""
     with writes(rt.engine):
         try:
-            limits.enforce(rt, "scan", inst.code, rt.config.scan_rate_per_minute,
-                           "Too many scans from this institution", conn=conn)
+            if mark is not None and rt.store.name != "sql":
+                fresh = _count_and_mark(rt, inst, *mark)
+            else:
+                limits.enforce(rt, "scan", inst.code, rt.config.scan_rate_per_minute, _LIMIT_DETAIL, conn=conn)
+                fresh = True
         except DomainError:
             conn.rollback()
             raise
-        yield
+        yield fresh
 
 
 def _scan(conn, rt, inst, text: str, purpose: str) -> dict:
@@ -173,8 +181,8 @@ def _scan(conn, rt, inst, text: str, purpose: str) -> dict:
     body = _body(rt, voucher, person, claims, purpose, facts, now)
     answer = json.dumps(body, ensure_ascii=False, separators=(",", ":"))
     rows = _accepted_rows(inst, voucher, claims, purpose, body, answer, now)  # built before the lock
-    with _write_phase(conn, rt, inst):
-        if not (_mark_shared(conn, rt, voucher, claims, now) and _write_accepted(conn, *rows)):
+    with _write_phase(conn, rt, inst, (voucher, claims, now)) as fresh:
+        if not (fresh and _write_accepted(conn, *rows)):
             # Nothing was written but the count, which stands: record the refusal with it.
             _refused(conn, voucher, inst, claims, purpose, "token_already_used")
             raise DomainError("token_already_used", "This code was already used; ask for a fresh one")
@@ -184,20 +192,31 @@ def _scan(conn, rt, inst, text: str, purpose: str) -> dict:
     return answer
 
 
-def _mark_shared(conn, rt, voucher, claims, now) -> bool:
-    """With Redis, mark the token there first (SET NX), so that nodes turn a second use away
-    before the database. The SQL store needs no mark of its own: the scan row, unique by
-    token_id and written in this transaction, is the mark."""
-    if rt.store.name == "sql":
-        return True
+def _count_and_mark(rt, inst, voucher, claims, now) -> bool:
+    """With Redis, count the attempt and mark the token used (SET NX) in one round trip, so
+    that nodes turn a second use away before the database. The SQL store needs no mark of its
+    own: the scan row, unique by token_id and written in the scan's transaction, is the mark.
+
+    Both always run; a scan refused at the limit has not used the code, so its mark is taken
+    back and the holder's code stays good. A mark that cannot be confirmed fails the scan closed."""
     ttl = max(claims.exp - now, 0) + rt.config.clock_skew + 1
     try:
-        return rt.store.consume(voucher.voucher_id, claims.token_id, ttl)
+        counted, fresh = rt.store.hit_and_consume(limits.key("scan", inst.code), rt.config.scan_rate_per_minute,
+                                                  60, voucher.voucher_id, claims.token_id, ttl)
     except StoreUnavailable:
-        conn.rollback()
         metrics.STORE_ERRORS.labels("consume").inc()
         raise DomainError("service_unavailable", "Cannot confirm the code is unused; try again",
                           headers={"Retry-After": "1"}) from None
+    try:
+        limits.judge("scan", counted, _LIMIT_DETAIL)
+    except DomainError:
+        if fresh:
+            try:
+                rt.store.release(voucher.voucher_id, claims.token_id)
+            except StoreUnavailable:  # the code stays spent: the holder shows a fresh one
+                metrics.STORE_ERRORS.labels("release").inc()
+        raise
+    return fresh
 
 
 def _accepted_rows(inst, voucher, claims, purpose, body, answer: str, now) -> tuple[dict, dict]:

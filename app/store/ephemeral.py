@@ -155,20 +155,52 @@ class RedisStore:
         except self._redis_mod.RedisError as exc:
             raise StoreUnavailable(exc.__class__.__name__) from exc
 
+    def _used_key(self, tag: str, token_id: str) -> str:
+        return f"{self.prefix}:used:{{{tag}}}:{token_id}"
+
+    def _rate_key(self, key: str, window: int) -> tuple[str, int, int]:
+        now = int(self.clock())
+        start = now - now % window
+        return f"{self.prefix}:rate:{{{key}}}:{start}", start + window - now
+
     def consume(self, tag: str, token_id: str, ttl: int) -> bool:
-        key = f"{self.prefix}:used:{{{tag}}}:{token_id}"
-        return bool(self._call(self.client.set, key, b"1", nx=True, ex=max(ttl, 1)))
+        return bool(self._call(self.client.set, self._used_key(tag, token_id), b"1", nx=True, ex=max(ttl, 1)))
+
+    def hit_and_consume(self, key: str, limit: int, window: int, tag: str, token_id: str,
+                        ttl: int) -> tuple[tuple[bool, int] | None, bool]:
+        """`hit` and `consume` in one round trip: (hit's answer, or None when the count failed;
+        consume's answer). Raises StoreUnavailable when the mark cannot be confirmed.
+
+        A pipeline, not a transaction or one script: the counter and the mark are hash-tagged
+        by institution and by voucher, two different cluster slots. Both commands always run,
+        so a caller refusing on the count must `release` the mark it has just set."""
+        rkey, retry = self._rate_key(key, window)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.evalsha(self._hit_script.sha, 1, rkey, window + 1)
+        pipe.set(self._used_key(tag, token_id), b"1", nx=True, ex=max(ttl, 1))
+        count, used = self._call(pipe.execute, raise_on_error=False)
+        if isinstance(used, Exception):
+            raise StoreUnavailable(used.__class__.__name__)
+        if isinstance(count, self._redis_mod.exceptions.NoScriptError):  # a restarted Redis
+            try:
+                count = self._call(self._hit_script, keys=[rkey], args=[window + 1])  # loads it
+            except StoreUnavailable as exc:
+                count = exc
+        counted = None if isinstance(count, Exception) else (count <= limit, retry)
+        return counted, bool(used)
+
+    def release(self, tag: str, token_id: str) -> None:
+        """Undo a `consume` whose scan was refused before it used the token."""
+        self._call(self.client.delete, self._used_key(tag, token_id))
 
     def use_nonce(self, scope: str, nonce: str, ttl: int) -> bool:
         key = f"{self.prefix}:nonce:{{{scope}}}:{nonce}"
         return bool(self._call(self.client.set, key, b"1", nx=True, ex=max(ttl, 1)))
 
     def hit(self, key: str, limit: int, window: int, *, conn=None) -> tuple[bool, int]:
-        now = int(self.clock())
-        start = now - now % window
-        rkey = f"{self.prefix}:rate:{{{key}}}:{start}"
+        rkey, retry = self._rate_key(key, window)
         count = self._call(self._hit_script, keys=[rkey], args=[window + 1])
-        return count <= limit, start + window - now
+        return count <= limit, retry
 
     def remember(self, group: str, member: str, ttl: int) -> None:
         key = f"{self.prefix}:set:{{{group}}}"

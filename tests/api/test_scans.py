@@ -6,7 +6,7 @@ import io
 
 import pytest
 
-from tests.helpers import problem_code
+from tests.helpers import problem_code, redis_round_trips
 
 
 def test_issue_and_scan_once(world):
@@ -247,6 +247,34 @@ def test_scan_rate_limit_per_institution(make_world):
     assert problem_code(world.scan("H110000001", world.qr(holder))) == "rate_limited"
     world.rt.clock.advance(1)
     assert world.scan("H110000001", world.qr(holder)).status_code == 200
+
+
+@pytest.mark.parametrize("backend", ["pg-redis"])
+def test_an_accepted_scan_makes_one_round_trip_to_redis(world, monkeypatch):
+    """The attempt's count and the token's one-use mark travel together (a pipeline)."""
+    holder = world.holder("张丽")
+    assert world.scan("H110000001", world.qr(holder)).status_code == 200  # scripts loaded
+    token = world.qr(holder)
+    sent = redis_round_trips(monkeypatch)
+    assert world.scan("H110000001", token).status_code == 200
+    assert len(sent) == 1
+    assert problem_code(world.scan("H110000001", token)) == "token_already_used"
+    assert len(sent) == 2
+
+
+def test_a_scan_refused_at_the_limit_leaves_the_code_usable(make_world):
+    """Redis counts the attempt and marks the token in one round trip: the refusal takes the
+    mark back. The SQL store counts in the transaction that the refusal rolls back."""
+    world = make_world(scan_rate_per_minute=1, token_lifetime=300)
+    holder = world.holder("张丽")
+    assert world.scan("H110000001", world.qr(holder)).status_code == 200
+    token = world.qr(holder)
+    resp = world.scan("H110000001", token)
+    assert resp.status_code == 429 and problem_code(resp) == "rate_limited"
+    world.rt.clock.advance(int(resp.headers["Retry-After"]))
+    assert world.scan("H110000001", token).status_code == 200
+    world.rt.clock.advance(60)
+    assert problem_code(world.scan("H110000001", token)) == "token_already_used"
 
 
 @pytest.mark.parametrize("store", [{}, {"redis_url": None}], ids=["backend-store", "sql-store"])

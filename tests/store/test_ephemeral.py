@@ -10,6 +10,7 @@ from app.store import migrate
 from app.store.engine import make_engine
 from app.store.ephemeral import RedisStore, SqlStore, StoreUnavailable
 from tests.conftest import REDIS_URL, need_service, pg_available, redis_available
+from tests.helpers import redis_round_trips
 
 
 @pytest.fixture(params=["sql-sqlite", "sql-postgresql", "redis"])
@@ -83,13 +84,18 @@ def test_unreachable_redis_raises_store_unavailable():
         dead.ping()
 
 
-def test_redis_counter_always_carries_its_expiry():
-    """The count and its expiry are set by one Lua script, atomically: no counter outlives its
-    window (a counter without one would refuse that key for ever)."""
+@pytest.fixture
+def redis_store():
     reason = redis_available()
     if reason:
         need_service("Redis", reason)
-    store = RedisStore(REDIS_URL, prefix=f"evt{uuid.uuid4().hex[:8]}")
+    return RedisStore(REDIS_URL, prefix=f"evt{uuid.uuid4().hex[:8]}")
+
+
+def test_redis_counter_always_carries_its_expiry(redis_store):
+    """The count and its expiry are set by one Lua script, atomically: no counter outlives its
+    window (a counter without one would refuse that key for ever)."""
+    store = redis_store
     key = "t:" + uuid.uuid4().hex
     assert store.hit(key, 2, 60)[0] is True
     [rkey] = list(store.client.scan_iter(f"{store.prefix}:rate:*"))
@@ -99,3 +105,38 @@ def test_redis_counter_always_carries_its_expiry():
     # A restarted Redis has forgotten the script: it is loaded again, and the count goes on.
     store.client.script_flush()
     assert store.hit(key, 3, 60)[0] is False and int(store.client.get(rkey)) == 4
+
+
+def test_redis_counts_and_marks_in_one_round_trip(redis_store, monkeypatch):
+    store, key, tid = redis_store, "scan:" + uuid.uuid4().hex, uuid.uuid4().hex[:16]
+    store.hit(key, 5, 60)  # the script is loaded before counting round trips
+    sent = redis_round_trips(monkeypatch)
+    assert store.hit_and_consume(key, 5, 60, "V1", tid, 60)[1] is True
+    assert len(sent) == 1
+    counted, fresh = store.hit_and_consume(key, 5, 60, "V1", tid, 60)
+    assert fresh is False and counted[0] is True and 0 < counted[1] <= 60  # the count is the third
+    assert len(sent) == 2
+    assert store.hit(key, 3, 60)[0] is False  # 4 > 3: the pipeline's counts were real counts
+    assert store.consume("V1", tid, 60) is False  # and so was its mark
+
+
+def test_redis_hit_and_consume_at_the_limit_and_after_a_restart(redis_store):
+    store, key = redis_store, "scan:" + uuid.uuid4().hex
+    first, second = uuid.uuid4().hex[:16], uuid.uuid4().hex[:16]
+    assert store.hit_and_consume(key, 1, 60, "V1", first, 60)[0][0] is True
+    counted, fresh = store.hit_and_consume(key, 1, 60, "V1", second, 60)
+    assert counted[0] is False and fresh is True  # both commands ran: the caller releases
+    store.release("V1", second)
+    assert store.consume("V1", second, 60) is True  # released: usable again
+    # A restarted Redis has forgotten the count script: the count is made with it loaded again.
+    store.client.script_flush()
+    counted, fresh = store.hit_and_consume(key, 10, 60, "V1", uuid.uuid4().hex[:16], 60)
+    assert counted[0] is True and fresh is True
+    [rkey] = list(store.client.scan_iter(f"{store.prefix}:rate:*"))
+    assert int(store.client.get(rkey)) == 3
+
+
+def test_redis_hit_and_consume_fails_closed_when_unreachable():
+    dead = RedisStore("redis://127.0.0.1:1/0")
+    with pytest.raises(StoreUnavailable):
+        dead.hit_and_consume("scan:x", 5, 60, "V", "t", 10)
