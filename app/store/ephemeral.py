@@ -158,7 +158,8 @@ class RedisStore:
     def _used_key(self, tag: str, token_id: str) -> str:
         return f"{self.prefix}:used:{{{tag}}}:{token_id}"
 
-    def _rate_key(self, key: str, window: int) -> tuple[str, int, int]:
+    def _rate_key(self, key: str, window: int) -> tuple[str, int]:
+        """The key of the current window's counter, and the seconds until the next window."""
         now = int(self.clock())
         start = now - now % window
         return f"{self.prefix}:rate:{{{key}}}:{start}", start + window - now
