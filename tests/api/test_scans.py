@@ -262,6 +262,28 @@ def test_an_accepted_scan_makes_one_round_trip_to_redis(world, monkeypatch):
     assert len(sent) == 2
 
 
+@pytest.mark.parametrize("backend", ["pg-redis"])
+def test_a_mark_that_cannot_be_taken_back_leaves_the_code_spent(make_world, monkeypatch):
+    """Redis fails between the pipeline and the delete: the 429 still goes out, counted as a
+    store error, and the code stays spent (never usable twice), so the holder shows a fresh one."""
+    from app import metrics
+    from app.store.ephemeral import StoreUnavailable
+    world = make_world(scan_rate_per_minute=1, token_lifetime=300)
+    holder = world.holder("张丽")
+    assert world.scan("H110000001", world.qr(holder)).status_code == 200
+    token = world.qr(holder)
+
+    def unreachable(tag, token_id):
+        raise StoreUnavailable("ConnectionError")
+    monkeypatch.setattr(world.rt.store, "release", unreachable)
+    before = metrics.STORE_ERRORS.labels("release")._value.get()
+    resp = world.scan("H110000001", token)
+    assert resp.status_code == 429 and problem_code(resp) == "rate_limited"
+    assert metrics.STORE_ERRORS.labels("release")._value.get() == before + 1
+    world.rt.clock.advance(int(resp.headers["Retry-After"]))
+    assert problem_code(world.scan("H110000001", token)) == "token_already_used"
+
+
 def test_a_scan_refused_at_the_limit_leaves_the_code_usable(make_world):
     """Redis counts the attempt and marks the token in one round trip: the refusal takes the
     mark back. The SQL store counts in the transaction that the refusal rolls back."""
