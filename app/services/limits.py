@@ -5,6 +5,8 @@ from .. import metrics
 from ..errors import DomainError
 from ..store.ephemeral import StoreUnavailable
 
+WINDOW = 60  # seconds: every limit is per minute
+
 
 def enforce(rt, kind: str, subject: str, per_minute: int, detail: str, *, conn=None) -> None:
     """Count one event for `kind:subject`; refuse with `rate_limited` past `per_minute`.
@@ -13,7 +15,7 @@ def enforce(rt, kind: str, subject: str, per_minute: int, detail: str, *, conn=N
     protect capacity, while what must never be skipped (token consumption, nonces, the PIN
     lock) fails closed elsewhere. With `conn`, the SQL store counts inside that transaction."""
     try:
-        counted = rt.store.hit(key(kind, subject), per_minute, 60, conn=conn)
+        counted = rt.store.hit(key(kind, subject), per_minute, WINDOW, conn=conn)
     except StoreUnavailable:
         counted = None
     judge(kind, counted, detail)

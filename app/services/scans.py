@@ -202,7 +202,7 @@ def _count_and_mark(rt, inst, voucher, claims, now) -> bool:
     ttl = max(claims.exp - now, 0) + rt.config.clock_skew + 1
     try:
         counted, fresh = rt.store.hit_and_consume(limits.key("scan", inst.code), rt.config.scan_rate_per_minute,
-                                                  60, voucher.voucher_id, claims.token_id, ttl)
+                                                  limits.WINDOW, voucher.voucher_id, claims.token_id, ttl)
     except StoreUnavailable:
         metrics.STORE_ERRORS.labels("consume").inc()
         raise DomainError("service_unavailable", "Cannot confirm the code is unused; try again",
