@@ -16,10 +16,7 @@ from tests.helpers import redis_round_trips
 @pytest.fixture(params=["sql-sqlite", "sql-postgresql", "redis"])
 def store(request, tmp_path):
     if request.param == "redis":
-        reason = redis_available()
-        if reason:
-            need_service("Redis", reason)
-        return RedisStore(REDIS_URL, prefix=f"evt{uuid.uuid4().hex[:8]}")
+        return request.getfixturevalue("redis_store")
     if request.param == "sql-postgresql":
         if pg_available():
             need_service("PostgreSQL", pg_available())
