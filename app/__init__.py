@@ -8,9 +8,9 @@ import time
 from flask import Flask, g, request
 
 from . import logs, metrics
-from .api.schema import check_url_text
+from .api.schema import Request, check_url_text, too_large
 from .config import Config
-from .errors import DomainError, register_error_handlers
+from .errors import register_error_handlers
 
 
 def create_app(config: Config | None = None, *, clock=None) -> Flask:
@@ -24,6 +24,7 @@ def create_app(config: Config | None = None, *, clock=None) -> Flask:
     from .store.hotconn import HotConnection
 
     app = Flask(__name__, instance_path=_instance_path(config))
+    app.request_class = Request  # reads a body in one call (app/api/schema.py)
     config = config or Config.from_env()
     config.instance_path = config.instance_path or app.instance_path
     if not config.database_url:
@@ -83,7 +84,7 @@ def _request_hooks(app: Flask) -> None:
         length = request.content_length
         limit = request.max_content_length  # a route may raise it (the scanner's photo upload)
         if length is not None and limit is not None and length > limit:
-            raise DomainError("payload_too_large", f"Request body exceeds {limit // 1024} KiB")
+            raise too_large(limit)
         check_url_text()
 
     @app.after_request

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import base64
+import io
 import re
 
 import pytest
@@ -46,6 +47,59 @@ def test_body_over_16_kib_is_413(world):
     resp = world.client.post("/v1/scans", data=b"{" + b" " * (17 * 1024) + b"}", content_type="application/json",
                              headers=world.inst_headers("H110000001"))
     assert resp.status_code == 413 and problem_code(resp) == "payload_too_large"
+
+
+class _CountingInput(io.BytesIO):
+    """A WSGI input that records the size of every read asked of it."""
+
+    def __init__(self, data: bytes):
+        super().__init__(data)
+        self.asked: list = []
+
+    def read(self, size=-1):
+        self.asked.append(size)
+        return super().read(size)
+
+    def readinto(self, buffer):
+        self.asked.append(("into", len(buffer)))
+        return super().readinto(buffer)
+
+
+MALFORMED_SCAN = b'{"token": "EV1:X", "purpose": "registration"}'
+
+
+def test_a_body_with_a_content_length_is_read_in_one_call_of_that_length(world):
+    stream = _CountingInput(MALFORMED_SCAN)
+    resp = world.client.post("/v1/scans", data=MALFORMED_SCAN, content_type="application/json",
+                             headers=world.inst_headers("H110000001"), environ_overrides={"wsgi.input": stream})
+    assert resp.status_code == 400 and problem_code(resp) == "token_malformed"  # the body was parsed
+    assert stream.asked == [len(MALFORMED_SCAN)]
+
+
+def test_a_body_without_a_length_takes_werkzeugs_limited_path(world):
+    """A body the server terminates itself (chunked: no Content-Length) is read to its end
+    and still held to the 16 KiB limit."""
+    def post(body: bytes):
+        return world.client.post("/v1/scans", data=body, content_type="application/json",
+                                 headers=world.inst_headers("H110000001"),
+                                 environ_overrides={"CONTENT_LENGTH": "", "wsgi.input_terminated": True,
+                                                    "wsgi.input": io.BytesIO(body)})
+    resp = post(MALFORMED_SCAN)
+    assert resp.status_code == 400 and problem_code(resp) == "token_malformed"
+    resp = post(b"{" + b" " * (17 * 1024) + b"}")
+    assert resp.status_code == 413 and problem_code(resp) == "payload_too_large"
+
+
+@pytest.mark.parametrize("content_type,code", [
+    ("application/json; charset=utf-8", "token_malformed"),
+    ("application/problem+json", "token_malformed"),  # any JSON media type, as Flask's is_json
+    ("text/plain", "invalid_request"),
+    ("application/x-www-form-urlencoded", "invalid_request"),
+])
+def test_json_media_types(world, content_type, code):
+    resp = world.client.post("/v1/scans", data=MALFORMED_SCAN, content_type=content_type,
+                             headers=world.inst_headers("H110000001"))
+    assert resp.status_code == 400 and problem_code(resp) == code
 
 
 def test_wrong_method_is_a_problem(client):
