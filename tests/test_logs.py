@@ -61,3 +61,22 @@ def test_a_whole_flow_logs_json_without_personal_data(world):
     for secret in (person["id_number"], person["phone"], "258013", "000111", "470136", token,
                    holder["headers"]["Authorization"].split()[1]):
         assert secret not in text
+
+
+def test_lines_are_what_the_json_module_wrote_even_where_orjson_refuses():
+    """logs.dumps (orjson) writes what json.dumps(ensure_ascii=False, default=str) wrote, compact:
+    non-ASCII kept, datetimes and unknown objects as str(); an integer past 64 bits or a lone
+    surrogate, which orjson refuses, goes to the json module."""
+    import dataclasses
+    import datetime as dt
+
+    from app.logs import dumps
+
+    @dataclasses.dataclass
+    class Point:
+        x: int
+
+    plain = {"msg": "扫码 ok", "ms": 0.67, "status": 200, "ok": True, "none": None, "quote": 'a"b\\c\n',
+             "at": dt.datetime(2026, 11, 22, 8, 0, tzinfo=dt.timezone.utc), "point": Point(1), "nested": {"k": [1]}}
+    for entry in (plain, {"big": 2 ** 70}, {"odd": "x\ud800y"}):
+        assert dumps(entry) == json.dumps(entry, ensure_ascii=False, default=str, separators=(",", ":"))
