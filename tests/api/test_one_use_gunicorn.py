@@ -1,4 +1,4 @@
-"""One use, for real: 50 concurrent scans of one token against gunicorn with 3 workers."""
+"""Against gunicorn itself: 50 concurrent scans of one token (3 workers), and chunked bodies."""
 from __future__ import annotations
 
 import base64
@@ -64,14 +64,18 @@ def server(make_config, backend, tmp_path_factory):
         proc.wait(timeout=20)
 
 
+def _institution_token(base: str, world, code: str = "H110000001") -> str:
+    inst = world.inst(code)
+    basic = base64.b64encode(f"{inst['client_id']}:{inst['client_secret']}".encode()).decode()
+    return requests.post(base + "/v1/oauth/token", data={"grant_type": "client_credentials"},
+                         headers={"Authorization": f"Basic {basic}"}, timeout=10).json()["access_token"]
+
+
 def test_fifty_concurrent_scans_one_success(server):
     base, world = server
     holder = world.holder("张丽")
     token = world.qr(holder)
-    inst = world.inst("H110000001")
-    basic = base64.b64encode(f"{inst['client_id']}:{inst['client_secret']}".encode()).decode()
-    at = requests.post(base + "/v1/oauth/token", data={"grant_type": "client_credentials"},
-                       headers={"Authorization": f"Basic {basic}"}, timeout=10).json()["access_token"]
+    at = _institution_token(base, world)
 
     def scan(_):
         r = requests.post(base + "/v1/scans", json={"token": token, "purpose": "registration"},
@@ -84,3 +88,20 @@ def test_fifty_concurrent_scans_one_success(server):
     used = [r for r in results if r == (409, "token_already_used")]
     assert len(ok) == 1, results
     assert len(used) == 49, results
+
+
+def test_a_chunked_body_is_read_whole_and_held_to_the_limit(server):
+    """Without a Content-Length gunicorn ends the body itself (wsgi.input_terminated): a scan
+    sent chunked is read whole and accepted; one past 16 KiB is payload_too_large, not cut."""
+    base, world = server
+    headers = {"Authorization": f"Bearer {_institution_token(base, world)}", "Content-Type": "application/json"}
+    body = ('{"token": "%s", "purpose": "registration"}' % world.qr(world.holder("张丽"))).encode()
+
+    def chunked(data: bytes):
+        return (data[i:i + 40] for i in range(0, len(data), 40))  # a generator: requests sends it chunked
+
+    r = requests.post(base + "/v1/scans", data=chunked(body), headers=headers, timeout=30)
+    assert r.request.headers.get("Transfer-Encoding") == "chunked"
+    assert r.status_code == 200, r.text
+    r = requests.post(base + "/v1/scans", data=chunked(b"{" + b" " * (17 * 1024) + b"}"), headers=headers, timeout=30)
+    assert r.status_code == 413 and r.json()["code"] == "payload_too_large"
