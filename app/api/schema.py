@@ -9,6 +9,7 @@ from typing import IO, Any, Callable
 
 import flask
 from flask import request
+from werkzeug.exceptions import ClientDisconnected
 from werkzeug.utils import cached_property
 
 from ..errors import DomainError
@@ -74,10 +75,14 @@ class Request(flask.Request):
 
 
 def _read_up_to(stream: IO[bytes], size: int) -> bytes:
-    """`size` bytes, or fewer when the stream ends first; a short read is read on."""
+    """`size` bytes, or fewer when the stream ends first; a short read is read on. A stream
+    that fails (the client went away mid-body) is werkzeug's ClientDisconnected, a 400."""
     parts, got = [], 0
     while got < size:
-        chunk = stream.read(size - got)
+        try:
+            chunk = stream.read(size - got)
+        except (OSError, ValueError) as exc:
+            raise ClientDisconnected() from exc
         if not chunk:
             break
         parts.append(chunk)

@@ -90,6 +90,18 @@ def test_a_body_without_a_length_takes_werkzeugs_limited_path(world):
     assert resp.status_code == 413 and problem_code(resp) == "payload_too_large"
 
 
+class _BrokenInput(io.BytesIO):
+    def read(self, size=-1):
+        raise OSError("client went away")
+
+
+def test_a_body_cut_off_by_the_client_is_a_400(world):
+    resp = world.client.post("/v1/scans", data=MALFORMED_SCAN, content_type="application/json",
+                             headers=world.inst_headers("H110000001"),
+                             environ_overrides={"wsgi.input": _BrokenInput()})
+    assert resp.status_code == 400 and problem_code(resp) == "invalid_request"
+
+
 @pytest.mark.parametrize("content_type,code", [
     ("application/json; charset=utf-8", "token_malformed"),
     ("application/problem+json", "token_malformed"),  # any JSON media type, as Flask's is_json
