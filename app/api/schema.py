@@ -53,8 +53,8 @@ class Request(flask.Request):
     "not a JSON object"). Here a body with a Content-Length within the limit is one read of
     exactly that many bytes, all a WSGI application may read (PEP 3333); a body the server ends
     itself (chunked: `wsgi.input_terminated`) is read to its end, and past the limit it is
-    `payload_too_large`. Anything else (no limit, a stream nobody ends, a shallow request)
-    takes werkzeug's own path."""
+    `payload_too_large`. Anything else (no limit, a stated length over it, a stream nobody ends,
+    a shallow request) takes werkzeug's own path, with its own checks."""
 
     @cached_property
     def stream(self) -> IO[bytes]:
@@ -63,10 +63,9 @@ class Request(flask.Request):
             return super().stream
         stream, length = self.environ["wsgi.input"], self.environ.get("CONTENT_LENGTH", "")
         if length.isascii() and length.isdigit():
-            if int(length) > limit:
-                raise too_large(limit)
-            return io.BytesIO(_read_up_to(stream, int(length)))
-        if self.environ.get("wsgi.input_terminated"):
+            if int(length) <= limit:  # a longer one is refused by the app's size check first
+                return io.BytesIO(_read_up_to(stream, int(length)))
+        elif self.environ.get("wsgi.input_terminated"):
             data = _read_up_to(stream, limit + 1)
             if len(data) > limit:
                 raise too_large(limit)
