@@ -98,6 +98,28 @@ def environ(app, method: str, path: str, token: str | None = None, body: dict | 
     return env, raw
 
 
+def scan_environs(app, holders, insts, n: int) -> list:
+    """n prebuilt POST /v1/scans requests, each with a token never sent before (issued here with
+    crypto.tokens.issue and the current key, what the qr endpoint signs), round-robin over the
+    holders, each scanned by an institution of the holder's own pooling area."""
+    from app.extensions import runtime
+    from app.services import keys
+    from crypto import tokens
+
+    with app.app_context():
+        rt = runtime()
+        key = keys.keyring(rt, rt.session(), refresh=True).current
+    now = int(time.time())
+    pairs = [(h, insts[h["active_region"]]) for h in holders if h["active_region"] in insts]
+    out = []
+    for k in range(n):
+        holder, inst_token = pairs[k % len(pairs)]
+        text = tokens.issue(key, voucher_id=holder["voucher_id"], region=holder["active_region"], iat=now,
+                            lifetime=300, token_id=tokens.new_token_id(), fmt="ev1", issuer=rt.config.issuer)
+        out.append(environ(app, "POST", "/v1/scans", inst_token, {"token": text, "purpose": "registration"}))
+    return out
+
+
 def call(app, env, raw) -> int:
     e = dict(env)
     e["wsgi.input"] = io.BytesIO(raw)
@@ -134,34 +156,15 @@ def main() -> None:
 def run(args, tmp: str) -> None:
     import logging
 
-    from app.extensions import runtime
-    from app.services import keys
-    from crypto import tokens
-
     app, holders, insts = build(args, tmp)
     logging.getLogger().handlers[0].stream = open(os.devnull, "w")  # the access log is formatted, not printed
-    with app.app_context():
-        rt = runtime()
-        key = keys.keyring(rt, rt.session(), refresh=True).current
-    now = int(time.time())
-    pairs = [(h, insts[h["active_region"]]) for h in holders if h["active_region"] in insts]
-
-    def scan_envs(n: int):
-        out = []
-        for k in range(n):
-            h, itok = pairs[k % len(pairs)]
-            text = tokens.issue(key, voucher_id=h["voucher_id"], region=h["active_region"], iat=now, lifetime=300,
-                                token_id=tokens.new_token_id(), fmt="ev1", issuer=rt.config.issuer)
-            out.append(environ(app, "POST", "/v1/scans", itok, {"token": text, "purpose": "registration"}))
-        return out
-
     cases = {
         "healthz": lambda n: [environ(app, "GET", "/healthz")] * n,
         "qr": lambda n: [environ(app, "POST", "/v1/me/qr-tokens", holders[k % len(holders)]["access_token"], {})
                          for k in range(n)],
         "qr_svg": lambda n: [environ(app, "POST", "/v1/me/qr-tokens", holders[k % len(holders)]["access_token"],
                                      {"image": "svg"}) for k in range(n)],
-        "scans": scan_envs,
+        "scans": lambda n: scan_environs(app, holders, insts, n),
     }
     chosen = args.profile or args.only
     names = [chosen] if chosen else list(cases)
