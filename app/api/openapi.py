@@ -1,6 +1,7 @@
 """The OpenAPI 3.1 document, kept in step with the routes (a test compares it with the URL map)."""
 from __future__ import annotations
 
+from ..channels.common import CHANNEL_USER_PATTERN, NONCE_RE
 from ..errors import CODES
 from ..services.family import RELATIONS
 
@@ -38,6 +39,8 @@ S = {"type": "string"}
 PIN = {"type": "string", "pattern": r"^\d{6}$"}
 REGION = {"type": "string", "pattern": r"^\d{6}$"}
 PHONE = {"type": "string", "pattern": r"^1\d{10}$"}
+REQUEST_ID = {"type": "string", "pattern": "^" + NONCE_RE.pattern + "$"}
+CHANNEL_USER = {"type": "string", "pattern": "^" + CHANNEL_USER_PATTERN + "$", "maxLength": 128}
 OBJ = {"type": "object"}
 INST = [{"institutionToken": []}]
 HOLDER = [{"holderToken": []}]
@@ -172,21 +175,21 @@ def document() -> dict:
                                                               query_param("voucher_id", "a linked member's voucher")])},
         "/v1/channels/{channel_id}/activations": _channel_call(
             "Activate a voucher after the channel's real-name and face check",
-            {"request_id": S, "channel_user_id": S, "id_type": S, "id_number": S, "name": S, "phone": PHONE,
-             "face_verified": {"type": "boolean"}, "pin": PIN},
+            {"request_id": REQUEST_ID, "channel_user_id": CHANNEL_USER, "id_type": S, "id_number": S, "name": S,
+             "phone": PHONE, "face_verified": {"type": "boolean"}, "pin": PIN},
             ["request_id", "channel_user_id", "id_type", "id_number", "name", "phone", "face_verified"],
             ("unsupported_id_type", "invalid_id_number", "person_not_enrolled", "name_mismatch",
              "face_verification_required", "voucher_suspended", "pin_too_weak", "pin_invalid")),
         "/v1/channels/{channel_id}/sessions": _channel_call(
-            "Open a 15-minute holder session", {"channel_user_id": S, "request_id": S}, ["channel_user_id"],
-            ("channel_not_bound",)),
+            "Open a 15-minute holder session", {"channel_user_id": CHANNEL_USER, "request_id": REQUEST_ID},
+            ["channel_user_id"], ("channel_not_bound",)),
         "/v1/channels/{channel_id}/reverifications": _channel_call(
             "Record a fresh face check for pin_reset, reinstate or family_accept",
-            {"channel_user_id": S, "face_verified": {"type": "boolean"},
-             "purpose": {"enum": ["pin_reset", "reinstate", "family_accept"]}, "link_id": S, "request_id": S},
+            {"channel_user_id": CHANNEL_USER, "face_verified": {"type": "boolean"},
+             "purpose": {"enum": ["pin_reset", "reinstate", "family_accept"]}, "link_id": S, "request_id": REQUEST_ID},
             ["channel_user_id", "face_verified", "purpose"], ("face_verification_required", "channel_not_bound")),
         "/v1/channels/{channel_id}/unbindings": _channel_call(
-            "Unbind a channel user", {"channel_user_id": S, "request_id": S}, ["channel_user_id"],
+            "Unbind a channel user", {"channel_user_id": CHANNEL_USER, "request_id": REQUEST_ID}, ["channel_user_id"],
             ("channel_not_bound",)),
         "/m/": {"get": op("Holder page (mobile)", "pages", html)},
         "/scanner/": {"get": op("Institution desk scanner page", "pages", html)},

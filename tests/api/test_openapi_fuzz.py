@@ -154,8 +154,6 @@ PASSES = {
     (("POST", "/v1/me/family"), "document_ref", "absent"): BAD,
     (("PUT", "/v1/me/pin"), "old_pin", "absent"): (403, "pin_required"),
     (("PUT", "/v1/me/pin-free-limit"), "amount_fen", "0"): (200, None),
-    (ACTIVATIONS, "request_id", "empty"): NOT_ENROLLED,
-    (ACTIVATIONS, "channel_user_id", "empty"): NOT_ENROLLED,
     (ACTIVATIONS, "id_type", "empty"): (422, "unsupported_id_type"),
     (ACTIVATIONS, "id_number", "empty"): (422, "invalid_id_number"),
     (ACTIVATIONS, "name", "empty"): NOT_ENROLLED,
@@ -166,8 +164,7 @@ PASSES = {
 }
 for _call in ("sessions", "reverifications", "unbindings"):
     _key = ("POST", f"/v1/channels/{{channel_id}}/{_call}")
-    PASSES.update({(_key, "channel_user_id", "empty"): NOT_BOUND, (_key, "request_id", "empty"): NOT_BOUND,
-                   (_key, "request_id", "absent"): NOT_BOUND, (_key, "*", "wrong-media-type"): NOT_BOUND})
+    PASSES.update({(_key, "request_id", "absent"): NOT_BOUND, (_key, "*", "wrong-media-type"): NOT_BOUND})
 PASSES.update({(("POST", "/v1/channels/{channel_id}/reverifications"), prop, value): NOT_BOUND
                for prop, value in (("face_verified", "true"), ("link_id", "empty"), ("link_id", "absent"))})
 
