@@ -112,43 +112,54 @@ def clock():
     return FrozenClock()
 
 
+def build_config(request, backend: str, directory, **overrides) -> Config:
+    """Config for the database of `backend` under `directory` (a fresh SQLite copy, or the test
+    schema on PostgreSQL with Redis); keyword overrides welcome. `request` is any fixture's."""
+    instance = directory / "instance"
+    instance.mkdir(exist_ok=True)
+    if backend == "sqlite-sqlstore":
+        db = directory / "evoucher.db"
+        if not db.exists():
+            shutil.copy(request.getfixturevalue("sqlite_template"), db)
+        url, redis_url = f"sqlite:///{db}", None
+    else:
+        reason = redis_available()
+        if reason:
+            need_service("Redis", reason)
+        url = request.getfixturevalue("pg_schema_url")
+        redis_url = REDIS_URL
+    values = dict(instance_path=str(instance), database_url=url, redis_url=redis_url,
+                  redis_prefix=f"evt{uuid.uuid4().hex[:10]}", pin_time_cost=1, pin_memory_cost=8,
+                  log_level="WARNING")
+    values.update(overrides)
+    return Config.from_env({"EVOUCHER_MASTER_KEY": MASTER_KEY}, **values)
+
+
+def build_app(config: Config, backend: str, clock):
+    """A migrated app on `config`'s database, emptied first on PostgreSQL (one schema is shared)."""
+    from app.cli import upgrade_database
+    if backend == "pg-redis":
+        _truncate_pg(config.database_url)
+    application = create_app(config, clock=clock)
+    upgrade_database(application)
+    return application
+
+
 @pytest.fixture
 def make_config(backend, tmp_path, request):
     """Config for a fresh database of the current backend; keyword overrides welcome."""
     def build(**overrides) -> Config:
-        instance = tmp_path / "instance"
-        instance.mkdir(exist_ok=True)
-        if backend == "sqlite-sqlstore":
-            db = tmp_path / "evoucher.db"
-            if not db.exists():
-                shutil.copy(request.getfixturevalue("sqlite_template"), db)
-            url, redis_url = f"sqlite:///{db}", None
-        else:
-            reason = redis_available()
-            if reason:
-                need_service("Redis", reason)
-            url = request.getfixturevalue("pg_schema_url")
-            redis_url = REDIS_URL
-        values = dict(instance_path=str(instance), database_url=url, redis_url=redis_url,
-                      redis_prefix=f"evt{uuid.uuid4().hex[:10]}", pin_time_cost=1, pin_memory_cost=8,
-                      log_level="WARNING")
-        values.update(overrides)
-        return Config.from_env({"EVOUCHER_MASTER_KEY": MASTER_KEY}, **values)
+        return build_config(request, backend, tmp_path, **overrides)
     return build
 
 
 @pytest.fixture
 def make_app(make_config, backend, clock):
     """Build a migrated app on an empty database of the current backend, with config overrides."""
-    from app.cli import upgrade_database
     made = []
 
     def build(**overrides):
-        config = make_config(**overrides)
-        if backend == "pg-redis":
-            _truncate_pg(config.database_url)
-        application = create_app(config, clock=clock)
-        upgrade_database(application)
+        application = build_app(make_config(**overrides), backend, clock)
         made.append(application)
         return application
     yield build

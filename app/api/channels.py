@@ -4,6 +4,7 @@ from __future__ import annotations
 from flask import Blueprint, jsonify, request
 
 from app import channels as signing
+from app.channels.common import CHANNEL_USER_PATTERN, NONCE_RE
 
 from ..errors import DomainError
 from ..extensions import runtime
@@ -15,17 +16,22 @@ from .schema import Field, validate
 bp = Blueprint("channels", __name__, url_prefix="/v1/channels")
 
 PIN = Field(str, required=False, pattern=r"\d{6}", max_len=6)
+# A request id is what Alipay's nonce must be (1-64 letters, digits or -_.:), on every channel:
+# it keys idempotent activation, and an empty one would be one key shared by every caller.
+REQUEST_ID = Field(str, pattern=NONCE_RE.pattern, max_len=64)
+OPTIONAL_REQUEST_ID = Field(str, required=False, pattern=NONCE_RE.pattern, max_len=64)
+CHANNEL_USER = Field(str, pattern=CHANNEL_USER_PATTERN, max_len=128)
 SCHEMAS = {
-    "activations": {"request_id": Field(str, max_len=64), "channel_user_id": Field(str, max_len=128),
+    "activations": {"request_id": REQUEST_ID, "channel_user_id": CHANNEL_USER,
                     "id_type": Field(str, max_len=2), "id_number": Field(str, max_len=32),
                     "name": Field(str, max_len=64), "phone": Field(str, pattern=r"1\d{10}", max_len=11),
                     "face_verified": Field(bool), "pin": PIN},
-    "sessions": {"channel_user_id": Field(str, max_len=128), "request_id": Field(str, required=False, max_len=64)},
-    "reverifications": {"channel_user_id": Field(str, max_len=128), "face_verified": Field(bool),
+    "sessions": {"channel_user_id": CHANNEL_USER, "request_id": OPTIONAL_REQUEST_ID},
+    "reverifications": {"channel_user_id": CHANNEL_USER, "face_verified": Field(bool),
                         "purpose": Field(str, choices=activation.PURPOSES),
                         "link_id": Field(str, required=False, max_len=32),
-                        "request_id": Field(str, required=False, max_len=64)},
-    "unbindings": {"channel_user_id": Field(str, max_len=128), "request_id": Field(str, required=False, max_len=64)},
+                        "request_id": OPTIONAL_REQUEST_ID},
+    "unbindings": {"channel_user_id": CHANNEL_USER, "request_id": OPTIONAL_REQUEST_ID},
 }
 
 

@@ -1,7 +1,9 @@
 """The OpenAPI 3.1 document, kept in step with the routes (a test compares it with the URL map)."""
 from __future__ import annotations
 
+from ..channels.common import CHANNEL_USER_PATTERN, NONCE_RE
 from ..errors import CODES
+from ..services.family import RELATIONS
 
 PROBLEM = {"$ref": "#/components/schemas/Problem"}
 
@@ -36,6 +38,9 @@ def _body(props: dict, required: list[str]) -> dict:
 S = {"type": "string"}
 PIN = {"type": "string", "pattern": r"^\d{6}$"}
 REGION = {"type": "string", "pattern": r"^\d{6}$"}
+PHONE = {"type": "string", "pattern": r"^1\d{10}$"}
+REQUEST_ID = {"type": "string", "pattern": "^" + NONCE_RE.pattern + "$"}
+CHANNEL_USER = {"type": "string", "pattern": "^" + CHANNEL_USER_PATTERN + "$", "maxLength": 128}
 OBJ = {"type": "object"}
 INST = [{"institutionToken": []}]
 HOLDER = [{"holderToken": []}]
@@ -122,8 +127,8 @@ def document() -> dict:
                        {**_json(OBJ, "Created", "201"), **_err("family_limit_reached", "family_link_exists",
                                                                "person_not_enrolled", "invalid_id_number",
                                                                "rate_limited", "unauthorized", *COMMON)},
-                       security=HOLDER, body=_body({"id_number": S, "name": S, "relation": S, "document_ref": S},
-                                                   ["id_number", "name", "relation"]))},
+                       security=HOLDER, body=_body({"id_number": S, "name": S, "relation": {"enum": list(RELATIONS)},
+                                                    "document_ref": S}, ["id_number", "name", "relation"]))},
         "/v1/me/family/{link_id}/accept": {"post": op(
             "Accept a link as the member (after a family_accept re-verification)", "holders",
             {**_json(OBJ), **_err("family_link_not_found", "reverification_required", "unauthorized")},
@@ -158,7 +163,7 @@ def document() -> dict:
         "/v1/me/phone": {"put": op("Change phone (needs the PIN)", "holders",
                                    {**_json(OBJ), **_err("pin_invalid", "pin_locked", "pin_required",
                                                          "unauthorized", *COMMON)},
-                                   security=HOLDER, body=_body({"phone": S, "pin": PIN}, ["phone", "pin"]))},
+                                   security=HOLDER, body=_body({"phone": PHONE, "pin": PIN}, ["phone", "pin"]))},
         "/v1/me/channels/{channel_id}": {"delete": op(
             "Unbind one channel (needs the PIN)", "holders",
             {**_json(OBJ), **_err("channel_not_bound", "pin_invalid", "pin_locked", "unauthorized", *COMMON)},
@@ -170,21 +175,21 @@ def document() -> dict:
                                                               query_param("voucher_id", "a linked member's voucher")])},
         "/v1/channels/{channel_id}/activations": _channel_call(
             "Activate a voucher after the channel's real-name and face check",
-            {"request_id": S, "channel_user_id": S, "id_type": S, "id_number": S, "name": S, "phone": S,
-             "face_verified": {"type": "boolean"}, "pin": PIN},
+            {"request_id": REQUEST_ID, "channel_user_id": CHANNEL_USER, "id_type": S, "id_number": S, "name": S,
+             "phone": PHONE, "face_verified": {"type": "boolean"}, "pin": PIN},
             ["request_id", "channel_user_id", "id_type", "id_number", "name", "phone", "face_verified"],
             ("unsupported_id_type", "invalid_id_number", "person_not_enrolled", "name_mismatch",
              "face_verification_required", "voucher_suspended", "pin_too_weak", "pin_invalid")),
         "/v1/channels/{channel_id}/sessions": _channel_call(
-            "Open a 15-minute holder session", {"channel_user_id": S, "request_id": S}, ["channel_user_id"],
-            ("channel_not_bound",)),
+            "Open a 15-minute holder session", {"channel_user_id": CHANNEL_USER, "request_id": REQUEST_ID},
+            ["channel_user_id"], ("channel_not_bound",)),
         "/v1/channels/{channel_id}/reverifications": _channel_call(
             "Record a fresh face check for pin_reset, reinstate or family_accept",
-            {"channel_user_id": S, "face_verified": {"type": "boolean"},
-             "purpose": {"enum": ["pin_reset", "reinstate", "family_accept"]}, "link_id": S, "request_id": S},
+            {"channel_user_id": CHANNEL_USER, "face_verified": {"type": "boolean"},
+             "purpose": {"enum": ["pin_reset", "reinstate", "family_accept"]}, "link_id": S, "request_id": REQUEST_ID},
             ["channel_user_id", "face_verified", "purpose"], ("face_verification_required", "channel_not_bound")),
         "/v1/channels/{channel_id}/unbindings": _channel_call(
-            "Unbind a channel user", {"channel_user_id": S, "request_id": S}, ["channel_user_id"],
+            "Unbind a channel user", {"channel_user_id": CHANNEL_USER, "request_id": REQUEST_ID}, ["channel_user_id"],
             ("channel_not_bound",)),
         "/m/": {"get": op("Holder page (mobile)", "pages", html)},
         "/scanner/": {"get": op("Institution desk scanner page", "pages", html)},

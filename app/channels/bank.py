@@ -26,10 +26,13 @@ def canonical_value(value: Any) -> str:
     """A field's text in the signed content: strings as they are, everything else as JSON."""
     if isinstance(value, str):
         return value
-    if isinstance(value, (dict, list)):
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    # bool before int: JSON spells them true/false; None is null; numbers as JSON numbers.
-    return json.dumps(value, allow_nan=False)
+    try:
+        if isinstance(value, (dict, list)):
+            return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        # bool before int: JSON spells them true/false; None is null; numbers as JSON numbers.
+        return json.dumps(value, allow_nan=False)
+    except ValueError:  # json's own wording names Python, not the field
+        raise ValueError("a number out of JSON's range (such as 1e400) cannot be signed") from None
 
 
 def canonical_string(fields: Mapping[str, Any]) -> str:
@@ -96,7 +99,9 @@ def authenticate(info: ChannelInfo, *, call: str, method: str, path_and_query: s
     payload = json_object(body, "Body")
     try:
         message = canonical_string(signed_fields(payload, app_id, timestamp, nonce)).encode("utf-8")
-    except ValueError as exc:
+    except UnicodeEncodeError:
+        raise bad_request("The body holds text that cannot be written as UTF-8 (a lone surrogate)") from None
+    except ValueError as exc:  # canonical_string's and signed_fields' own messages
         raise bad_request(str(exc)) from None
     if not any(_verifies(pem, message, signature) for pem in candidates):
         raise bad_signature("Signature does not verify")

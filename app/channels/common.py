@@ -23,6 +23,8 @@ NONCE_TTL_SECONDS = 600
 # Nonces and request ids: what real partners send (hex, uuid, alnum) and nothing that could
 # smuggle separators into a store key.
 NONCE_RE = re.compile(r"[A-Za-z0-9_.:\-]{1,64}")
+# A channel's user id: not blank, no whitespace at either end (" u" and "u" are not two users).
+CHANNEL_USER_PATTERN = r"\S(?:.*\S)?"
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,32 @@ def test_activation_refusals(world, overrides, code):
     assert exc.value.code == code
 
 
+_ODD_IDS = [
+    ({"request_id": ""}, "request_id"),
+    ({"request_id": "req 1"}, "request_id"),  # a request id is what Alipay's nonce must be
+    ({"request_id": "请求1"}, "request_id"),
+    ({"channel_user_id": ""}, "channel_user_id"),
+    ({"channel_user_id": "   "}, "channel_user_id"),
+    ({"channel_user_id": " u-1"}, "channel_user_id"),  # not a second user beside "u-1"
+]
+
+
+# The mock Alipay client itself will not send an empty request_id (its nonce).
+@pytest.mark.parametrize("channel,overrides,field", [
+    (channel, overrides, field) for channel in ("wechat", "alipay", "bank-icbc") for overrides, field in _ODD_IDS
+    if not (channel == "alipay" and overrides.get("request_id") == "")])
+def test_blank_or_odd_request_and_user_ids_are_refused(world, channel, overrides, field):
+    """On every channel, before anything is looked up or bound (Alipay refuses a bad request_id
+    as its nonce, before the body's fields are read, so it names no field)."""
+    with pytest.raises(ChannelError) as exc:
+        _activate_raw(world, channel, **overrides)
+    assert exc.value.code == "invalid_request"
+    if not (channel == "alipay" and field == "request_id"):
+        assert exc.value.problem.get("field") == field
+    # The refused call made no voucher: the next good call is the one that creates it.
+    assert _activate_raw(world, channel, channel_user_id=f"u-{channel}-ok")["created"] is True
+
+
 def test_person_without_active_enrolment_cannot_activate(world):
     p = world.person("罗敏")  # the demo's only enrolment for her is suspended
     with pytest.raises(ChannelError) as exc:

@@ -212,6 +212,20 @@ def test_body_that_is_not_a_json_object(channel, sm2_keys, nonces, raw):
     assert exc.value.code == "invalid_request"
 
 
+@pytest.mark.parametrize("raw,detail", [
+    (b'{"name": 1e400}', "a number out of JSON's range (such as 1e400) cannot be signed"),
+    (b'{"name": {"n": [1e400]}}', "a number out of JSON's range (such as 1e400) cannot be signed"),
+    (b'{"name": "\\ud800"}', "The body holds text that cannot be written as UTF-8 (a lone surrogate)"),
+], ids=["number", "nested-number", "lone-surrogate"])
+def test_a_value_that_cannot_be_signed_is_refused_in_our_words(channel, sm2_keys, nonces, raw, detail):
+    """Before the signature is checked: json's and the codec's own wording would name Python."""
+    headers, _ = signed(sm2_keys[0][0])
+    with pytest.raises(DomainError) as exc:
+        verify(channel, headers, raw, nonces)
+    assert exc.value.code == "invalid_request"
+    assert exc.value.detail == detail
+
+
 def test_body_may_not_redefine_the_envelope(channel, sm2_keys, nonces):
     headers, _ = signed(sm2_keys[0][0])
     raw = json.dumps({**BODY, "nonce": headers["X-Bank-Nonce"]}).encode()
