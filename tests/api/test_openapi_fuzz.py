@@ -28,7 +28,8 @@ that matters (channel calls name nobody bound or enrolled; holder calls carry th
 After every case has run against the same world, `test_nothing_was_lost` checks that the
 holder's voucher, PIN, family link, filing and scan are as they were, that the records show no
 state change but the one valid case's (the free limit set to what it was), and that a fresh
-code still issues and scans exactly once.
+code still issues and scans exactly once, and `test_no_personal_data_was_logged` that no ID
+number, phone, PIN or token reached a log line.
 
 One world per backend serves every case (module scope): a world per case would take minutes.
 Its rate limits are raised: they are tested elsewhere, and here they would only hide the answer
@@ -41,6 +42,7 @@ import datetime as dt
 import io
 import itertools
 import json
+import logging
 from dataclasses import dataclass
 from typing import Callable
 from urllib.parse import urlencode
@@ -48,6 +50,7 @@ from urllib.parse import urlencode
 import pytest
 
 from app.api.openapi import document
+from app.logs import JsonFormatter
 from app.demo import make_id_number
 from mock_channels.alipay import METHODS as ALIPAY_METHODS
 from mock_channels.alipay import beijing_time
@@ -329,8 +332,22 @@ def fx(request, tmp_path_factory):
     backend = request.param
     config = build_config(request, backend, tmp_path_factory.mktemp(f"fuzz-{backend}"), **RAISED_LIMITS)
     app = build_app(config, backend, FrozenClock())
-    yield Fuzz(World(app, app.test_client(), tmp_path_factory.getbasetemp()))
-    app.extensions["evoucher"].engine.dispose()
+    # Every line the service logs while it is fuzzed, as its handler writes them (JSON, scrubbed):
+    # test_no_personal_data_was_logged reads them.
+    log, handler, root = io.StringIO(), None, logging.getLogger()
+    handler = logging.StreamHandler(log)
+    handler.setFormatter(JsonFormatter())
+    old_level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    try:
+        fuzz = Fuzz(World(app, app.test_client(), tmp_path_factory.getbasetemp()))
+        fuzz.log = log
+        yield fuzz
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(old_level)
+        app.extensions["evoucher"].engine.dispose()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -627,3 +644,21 @@ def test_nothing_was_lost(fx):
         again = world.scan("H110000001", token)
         assert again.status_code == 409 and again.get_json()["code"] == "token_already_used"
     fx.ok(world.scan("H110000001", fx.base_token), 200)  # the scan cases' base token was never consumed
+
+
+def test_no_personal_data_was_logged(fx):
+    """Bad input is where a value is most likely to reach a log line (an error's detail, a
+    repr): after every case, no ID number, phone, PIN or token of the world or of the bodies
+    appears in what the service logged, and the lines are JSON. (Run alone, it reads what the
+    world's own set-up logged.)"""
+    lines = [line for line in fx.log.getvalue().splitlines() if line.strip()]
+    assert lines
+    for line in lines:
+        json.loads(line)
+    text = "\n".join(lines)
+    people = [fx.world.person(name) for name in ("王建国", "王小明", "高翔")]
+    secrets = {p["id_number"] for p in people} | {p["phone"] for p in people} | {
+        _nobody_id_number(), "13900000000", "13800000000", PIN, NEW_PIN, fx.base_token,
+        fx.holder_headers["Authorization"].split()[1], fx.inst_headers["Authorization"].split()[1]}
+    for secret in secrets:
+        assert secret not in text, "a personal datum or a token reached the log"
