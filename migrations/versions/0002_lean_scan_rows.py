@@ -10,7 +10,6 @@ Revision ID: 0002
 Revises: 0001
 """
 from alembic import op
-import sqlalchemy as sa
 
 
 revision = '0002'
