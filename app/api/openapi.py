@@ -3,7 +3,9 @@ from __future__ import annotations
 
 from ..channels.common import CHANNEL_USER_PATTERN, NONCE_RE
 from ..errors import CODES
+from ..services.activation import PURPOSES as REVERIFICATION_PURPOSES
 from ..services.family import RELATIONS
+from ..services.scans import PURPOSES
 
 PROBLEM = {"$ref": "#/components/schemas/Problem"}
 
@@ -101,9 +103,8 @@ def document() -> dict:
                                                "grant_type": {"const": "client_credentials"}}}}}})},
         "/v1/scans": {"post": op("Verify a QR token once; returns the visit's ec_token", "institutions",
                                  {**_json({"$ref": "#/components/schemas/Scan"}), **_err(*TOKEN_ERRORS, *COMMON)},
-                                 security=INST, body=_body({"token": S, "purpose": {"enum": [
-                                     "registration", "outpatient_settlement", "inpatient_settlement", "pharmacy",
-                                     "query", "emergency"]}}, ["token", "purpose"]))},
+                                 security=INST, body=_body({"token": S, "purpose": {"enum": list(PURPOSES)}},
+                                                           ["token", "purpose"]))},
         "/v1/scans/{scan_id}": {"get": op("One of the institution's own scans", "institutions",
                                           {**_json({"$ref": "#/components/schemas/Scan"}), **_err("not_found", "unauthorized")},
                                           security=INST, params=[path_param("scan_id")])},
@@ -186,7 +187,7 @@ def document() -> dict:
         "/v1/channels/{channel_id}/reverifications": _channel_call(
             "Record a fresh face check for pin_reset, reinstate or family_accept",
             {"channel_user_id": CHANNEL_USER, "face_verified": {"type": "boolean"},
-             "purpose": {"enum": ["pin_reset", "reinstate", "family_accept"]}, "link_id": S, "request_id": REQUEST_ID},
+             "purpose": {"enum": list(REVERIFICATION_PURPOSES)}, "link_id": S, "request_id": REQUEST_ID},
             ["channel_user_id", "face_verified", "purpose"], ("face_verification_required", "channel_not_bound")),
         "/v1/channels/{channel_id}/unbindings": _channel_call(
             "Unbind a channel user", {"channel_user_id": CHANNEL_USER, "request_id": REQUEST_ID}, ["channel_user_id"],
