@@ -388,13 +388,16 @@ def serve(bind, workers) -> None:
     if workers:
         args += ["--workers", str(workers)]
     # Fail fast, before workers fork: bad configuration, an unreachable or unmigrated database,
-    # a master key that does not open it, an unreachable Redis.
+    # a master key that does not open it. An unreachable Redis is said at once but does not stop
+    # the start: the workers answer what needs no Redis, fail closed on what does (503), and
+    # /readyz reports it until it is back (docs/decisions.md).
     rt = _app().extensions["evoucher"]
     if rt.store.name != "sql":
         try:
             rt.store.ping()
         except StoreUnavailable as exc:
-            _fail(f"cannot reach Redis (REDIS_URL): {_first_line(exc.__cause__ or exc)}")
+            click.echo(f"warning: cannot reach Redis (REDIS_URL): {_first_line(exc.__cause__ or exc)}; "
+                       "scans and channel calls answer 503 service_unavailable until it is back", err=True)
     rt.engine.dispose()
     os.execv(sys.executable, args + ["app:create_app()"])
 

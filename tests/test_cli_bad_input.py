@@ -449,8 +449,20 @@ def test_serve_usage_errors(env, no_exec, args, words):
     ("WEB_CONCURRENCY", "four", "WEB_CONCURRENCY must be a whole number of at least 1"),
     ("EVOUCHER_THREADS", "0", "EVOUCHER_THREADS must be a whole number of at least 1"),
     ("EVOUCHER_BIND", "0.0.0.0:70000", "EVOUCHER_BIND: port 70000 is not between 0 and 65535"),
-    ("REDIS_URL", "redis://127.0.0.1:1/0", "cannot reach Redis (REDIS_URL)"),  # nothing listens on port 1
 ])
 def test_serve_refuses_bad_settings_before_starting(env, no_exec, monkeypatch, name, value, words):
     monkeypatch.setenv(name, value)
     fails(run("serve"), 1, words)
+
+
+def test_serve_starts_with_redis_down_and_says_so(env, monkeypatch):
+    """Redis down is an outage, not a misconfiguration of this service: the workers start, fail
+    closed on what needs Redis and /readyz reports it; the operator is told at once."""
+    started = []
+    monkeypatch.setattr(os, "execv", lambda *args: started.append(args))
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1/0")  # nothing listens on port 1
+    result = run("serve")
+    assert result.exit_code == 0 and "Traceback" not in result.output
+    assert "warning: cannot reach Redis (REDIS_URL)" in result.stderr
+    assert "503 service_unavailable" in result.stderr
+    assert len(started) == 1 and started[0][1][-1] == "app:create_app()"
