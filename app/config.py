@@ -18,6 +18,11 @@ def _int(env: dict, name: str, default: int, lo: int, hi: int) -> int:
     return value
 
 
+DATABASE_SCHEMES = ("sqlite://", "postgresql://", "postgresql+psycopg://")
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
 @dataclass
 class Config:
     """Runtime settings; build with `Config.from_env()` or pass overrides in tests."""
@@ -67,7 +72,7 @@ class Config:
             pin_rate_per_minute=_int(env, "RATE_PIN_PER_MINUTE", 10, 1, 1000),
             family_rate_per_minute=_int(env, "RATE_FAMILY_PER_MINUTE", 5, 1, 1000),
             channel_rate_per_minute=_int(env, "RATE_CHANNEL_PER_MINUTE", 600, 1, 10000000),
-            log_level=env.get("LOG_LEVEL", "INFO"),
+            log_level=env.get("LOG_LEVEL", "INFO").upper(),
         )
         key = env.get("EVOUCHER_MASTER_KEY")
         if key:
@@ -86,10 +91,37 @@ class Config:
             raise ValueError("TOKEN_FORMAT must be 'ev1' or 'jwt'")
         if not 15 <= self.token_lifetime <= 300:
             raise ValueError("TOKEN_LIFETIME must be between 15 and 300 seconds")
+        # Only what the service runs on: a typo'd scheme fails here in words, not as a missing
+        # driver module or an unparsable-URL exception deep in SQLAlchemy or redis-py.
+        if self.database_url and not self.database_url.startswith(DATABASE_SCHEMES):
+            raise ValueError("DATABASE_URL must start with sqlite:/// or postgresql://")
+        if self.redis_url and not self.redis_url.startswith(REDIS_SCHEMES):
+            raise ValueError("REDIS_URL must start with redis://, rediss:// or unix://")
+        _check_urls(self.database_url, self.redis_url)
+        if self.log_level not in LOG_LEVELS:
+            raise ValueError("LOG_LEVEL must be one of " + ", ".join(LOG_LEVELS))
 
     @property
     def signing_alg(self) -> str:
         return "SM2" if self.crypto_profile == "gm" else "Ed25519"
+
+
+def _check_urls(database_url: str, redis_url: str | None) -> None:
+    """Parse both URLs now, so a bad port is reported by name, not as `int()`'s complaint.
+    No message repeats a URL: it may hold a password."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+    if database_url:
+        try:
+            make_url(database_url)
+        except (ArgumentError, ValueError):
+            raise ValueError("DATABASE_URL is not a valid database URL") from None
+    if redis_url:
+        from redis.connection import parse_url
+        try:
+            parse_url(redis_url)
+        except ValueError as exc:
+            raise ValueError(f"REDIS_URL is not a valid Redis URL: {exc}") from None
 
 
 def decode_master_key(text: str) -> bytes:

@@ -73,7 +73,7 @@ def persons_rows() -> list[dict]:
 def _reuse_secret(session, previous: dict, code: str) -> str | None:
     """Keep a working secret from the last demo.json so clients keep working across runs."""
     for item in previous.get("institutions", []):
-        if item.get("code") == code:
+        if isinstance(item, dict) and item.get("code") == code:
             try:
                 institutions.authenticate(session, item["client_id"], item["client_secret"])
                 return item["client_secret"]
@@ -82,17 +82,29 @@ def _reuse_secret(session, previous: dict, code: str) -> str | None:
     return None
 
 
+def _previous(path: str) -> dict:
+    """The last demo.json, whose working secrets are kept; ValueError if it is not one."""
+    if not os.path.exists(path):
+        return {}
+    try:
+        with open(path, encoding="utf-8") as fh:
+            previous = json.load(fh)
+    except ValueError:  # not JSON, or not UTF-8
+        previous = None
+    if not isinstance(previous, dict) or not isinstance(previous.get("institutions", []), list):
+        raise ValueError(f"{path} is not a demo.json this command wrote: move it away and run "
+                         "again (the demo institutions then get new secrets)")
+    return previous
+
+
 def load_demo(app, base_url: str) -> str:
     """Load everything idempotently and write instance/demo.json; returns its path."""
-    from mock_channels.keys import ensure_keys
+    from mock_channels.keys import ensure_keys, key_dir
     with app.app_context():
         rt = runtime()
         session = rt.session()
         path = os.path.join(rt.config.instance_path, "demo.json")
-        previous = {}
-        if os.path.exists(path):
-            with open(path, encoding="utf-8") as fh:
-                previous = json.load(fh)
+        previous = _previous(path)
         rows = persons_rows()
         lines = "\n".join(json.dumps(r, ensure_ascii=False) for r in rows)
         report = enrolment_import.import_text(session, rt, lines, "jsonl")
@@ -109,9 +121,14 @@ def load_demo(app, base_url: str) -> str:
                           "client_id": inst.client_id, "client_secret": secret})
         channels = []
         for channel_id in CHANNELS:
-            private_path, public_path, serial = ensure_keys(rt.config.instance_path, channel_id)
-            with open(public_path, "rb") as fh:
-                channel_registry.add(session, channel_id, fh.read(), serial=serial)
+            try:
+                private_path, public_path, serial = ensure_keys(rt.config.instance_path, channel_id)
+                with open(public_path, "rb") as fh:
+                    channel_registry.add(session, channel_id, fh.read(), serial=serial)
+            except (ValueError, OSError) as exc:
+                folder = key_dir(rt.config.instance_path, channel_id)
+                raise ValueError(f"the demo keys in {folder} are unusable ({exc}): delete that "
+                                 "folder and they are made anew") from None
             channels.append({"id": channel_id, "serial": serial, "private_key": str(private_path)})
         session.commit()
         today = dt.date.today()

@@ -77,6 +77,11 @@ def load_master_key(config: Config) -> bytes:
         with open(path, "rb") as fh:
             raw = fh.read()
     except FileNotFoundError:
+        if _holds_sealed_data(config.database_url):
+            # A new key would not open what is there, and data written under it would mix
+            # with data under the lost one: refuse rather than generate (docs/decisions.md).
+            raise RuntimeError(f"{path} is missing but the database already holds data sealed "
+                               "under a master key: restore that file or set EVOUCHER_MASTER_KEY")
         os.makedirs(config.instance_path, exist_ok=True)
         raw = os.urandom(32)
         try:
@@ -90,3 +95,29 @@ def load_master_key(config: Config) -> bytes:
     if len(raw) != 32:
         raise RuntimeError(f"{path} must hold exactly 32 bytes")
     return raw
+
+
+def _holds_sealed_data(database_url: str) -> bool:
+    """Whether the SQLite database at `database_url` exists and holds a signing key or a person
+    (both sealed under the master key). Only read: a missing file is not created."""
+    import sqlite3
+    from urllib.parse import quote
+
+    from sqlalchemy.engine import make_url
+    path = make_url(database_url).database
+    if not path or path == ":memory:" or not os.path.exists(path):
+        return False
+    try:
+        conn = sqlite3.connect(f"file:{quote(path)}?mode=rw", uri=True)
+    except sqlite3.Error:
+        return False
+    try:
+        for table in ("signing_keys", "persons"):
+            try:
+                if conn.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone():
+                    return True
+            except sqlite3.Error:  # no such table (no schema yet) or not a database
+                pass
+        return False
+    finally:
+        conn.close()

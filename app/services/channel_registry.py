@@ -1,6 +1,8 @@
 """Channel partners and their public keys (several at once during rotation)."""
 from __future__ import annotations
 
+import re
+
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -9,6 +11,8 @@ from app.channels.keys import default_serial, load_public_key
 
 from ..store.models import Channel, ChannelKey
 
+_HEADER_TEXT = re.compile(r"[!-~]{1,64}")
+
 
 def add(session: Session, channel_id: str, public_pem: bytes, *, serial: str | None = None,
         app_id: str | None = None) -> tuple[Channel, ChannelKey]:
@@ -16,6 +20,11 @@ def add(session: Session, channel_id: str, public_pem: bytes, *, serial: str | N
     kind = channel_kind(channel_id)
     if kind is None:
         raise ValueError("channel id must be wechat, alipay or bank-<code>")
+    # Both arrive in request headers or signed fields, compared as given: printable ASCII only,
+    # and within their columns (64 characters).
+    for label, value in (("serial", serial), ("app id", app_id)):
+        if value and not _HEADER_TEXT.fullmatch(value):
+            raise ValueError(f"{label} must be 1-64 printable ASCII characters without spaces")
     public_pem = load_public_key(public_pem, kind)  # stored in its standard SubjectPublicKeyInfo form
     serial = serial or default_serial(public_pem)
     channel = session.get(Channel, channel_id)

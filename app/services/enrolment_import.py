@@ -42,6 +42,12 @@ class RowError(Exception):
 
 def validate_row(row: dict) -> dict:
     """Normalise one import row or raise RowError(code) for the first problem found."""
+    # JSON lines may carry any JSON type: text, or an integer read as its digits; a list, an
+    # object, a boolean or a fraction would otherwise be stored as Python's text of it.
+    odd = next((c for c in COLUMNS if row.get(c) is not None
+                and (isinstance(row[c], bool) or not isinstance(row[c], (str, int)))), None)
+    if odd:
+        raise RowError("invalid_request", f"{odd} must be text")
     missing = [c for c in COLUMNS if c != "phone" and not str(row.get(c) or "").strip()]
     if missing:
         raise RowError("invalid_request", f"missing {missing[0]}")
@@ -68,7 +74,10 @@ def validate_row(row: dict) -> dict:
         raise RowError("invalid_request", "insurance_type must be employee or resident")
     if out["status"] not in STATUSES:
         raise RowError("invalid_request", "status must be active or suspended")
+    # fromisoformat alone also takes 20200101 and ISO week dates (2020-W01-1 is 2019-12-30).
     try:
+        if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", out["since"], re.ASCII):
+            raise ValueError
         out["since"] = dt.date.fromisoformat(out["since"])
     except ValueError:
         raise RowError("invalid_request", "since must be a date YYYY-MM-DD") from None
@@ -76,26 +85,19 @@ def validate_row(row: dict) -> dict:
 
 
 def _rows(text: str, fmt: str):
-    """Yield (line_number, dict or None, parse_error) from CSV or JSON lines."""
+    """Yield (line_number, dict or None, parse_error) from CSV or JSON lines.
+
+    Lines are counted at "\n" only (as editors and `wc -l` count them), and a bad record is
+    reported at the line it starts on."""
     if fmt == "csv":
-        reader = csv.DictReader(io.StringIO(text))
-        header = [h.strip() for h in (reader.fieldnames or [])]
-        if sorted(header) != sorted(COLUMNS):
-            yield 1, None, "header must be: " + ",".join(COLUMNS)
-            return
-        reader.fieldnames = header
-        for row in reader:
-            if None in row:  # more cells than header columns
-                yield reader.line_num, None, "too many columns"
-                continue
-            yield reader.line_num, row, None
+        yield from _csv_rows(text)
         return
-    for n, line in enumerate(text.splitlines(), start=1):
+    for n, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):  # also integers past 4,300 digits, deep nesting
             yield n, None, "not valid JSON"
             continue
         if not isinstance(row, dict):
@@ -106,10 +108,47 @@ def _rows(text: str, fmt: str):
             yield n, row, None
 
 
+def _csv_rows(text: str):
+    reader = csv.reader(io.StringIO(text))
+    header: list[str] | None = None
+    end = 0
+    while True:
+        start = end + 1
+        try:
+            cells = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:  # e.g. a field past the csv module's 128 KiB limit
+            if reader.line_num <= end:  # no progress: never loop, never drop lines unsaid
+                yield start, None, f"not valid CSV: {exc}; the lines from here on were not read"
+                return
+            end = reader.line_num
+            yield start, None, f"not valid CSV: {exc}"
+            continue
+        end = reader.line_num
+        if not cells:  # a blank line
+            continue
+        if header is None:
+            header = [h.strip() for h in cells]
+            if sorted(header) != sorted(COLUMNS):
+                yield start, None, "header must be: " + ",".join(COLUMNS)
+                return
+            continue
+        if end > start:
+            # No column may hold a line break, so a record over several lines is a quote left
+            # open: name every line it swallowed rather than report one and lose the rest.
+            yield start, None, f"a quoted field runs from line {start} to line {end} (a quote left open?)"
+            continue
+        if len(cells) > len(header):
+            yield start, None, "too many columns"
+            continue
+        yield start, dict(zip(header, cells)), None
+
+
 def detect_format(filename: str, text: str) -> str:
     if filename.lower().endswith((".jsonl", ".ndjson", ".json")):
         return "jsonl"
-    return "jsonl" if text.lstrip().startswith("{") else "csv"
+    return "jsonl" if text.lstrip("\ufeff").lstrip().startswith("{") else "csv"
 
 
 def import_text(session: Session, rt, text: str, fmt: str, batch: int = 2000) -> ImportReport:

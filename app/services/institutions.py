@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from ..errors import DomainError
 from ..extensions import cache_put
 from ..store.models import Institution
+from ..text import plain_text
 
 KINDS = ("hospital", "pharmacy")
 
@@ -31,8 +32,10 @@ def add(session: Session, *, code: str, name: str, kind: str, region_code: str,
         raise ValueError(f"kind must be one of {', '.join(KINDS)}")
     if not re.fullmatch(r"\d{6}", region_code or "", re.ASCII):
         raise ValueError("region code must be 6 digits")
-    if not name or len(name) > 128:
-        raise ValueError("name must be 1-128 characters")
+    if not name or not name.strip() or len(name) > 128:
+        raise ValueError("name must be 1-128 characters, not blank")
+    if not plain_text(name):
+        raise ValueError("name must not contain control characters or invalid text")
     secret = secrets.token_urlsafe(32)
     inst = session.scalars(select(Institution).where(Institution.code == code)).first()
     if inst is None:

@@ -29,6 +29,24 @@ def _store(session: Session, rt, key) -> SigningKeyRow:
     return row
 
 
+class WrongMasterKey(RuntimeError):
+    """The configured master key does not open the database's sealed signing key."""
+
+
+def check_master_key(session: Session, rt) -> None:
+    """Raise WrongMasterKey unless the master key opens the current signing key (if there is
+    one). Every sealed value in the database is under the same key, so this one is enough: a
+    command must not write data under a key that cannot read what is already there."""
+    row = session.scalars(select(SigningKeyRow).where(SigningKeyRow.status == "current")).first()
+    if row is None:
+        return
+    try:
+        kr.unseal_private(rt.master_key, row.private_sealed, row.kid, row.alg, row.public_key)
+    except kr.KeyringError:
+        raise WrongMasterKey("the master key does not open this database's signing key: it is not "
+                             "the key the database was written with") from None
+
+
 def ensure_signing_key(session: Session, rt) -> None:
     """Create the first signing key for the configured profile when there is none."""
     current = session.scalars(select(SigningKeyRow).where(SigningKeyRow.status == "current")).first()

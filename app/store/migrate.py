@@ -22,3 +22,27 @@ def upgrade(url: str, revision: str = "head") -> None:
 
 def downgrade(url: str, revision: str) -> None:
     command.downgrade(alembic_config(url), revision)
+
+
+def head_revision() -> str:
+    """The revision this version of the service needs (the migrations' single head)."""
+    from alembic.script import ScriptDirectory
+    return ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
+
+
+def known_revision(revision: str) -> bool:
+    """Whether `revision` is one of this version's migrations (not one of a newer version)."""
+    from alembic.script import ScriptDirectory
+    from alembic.util import CommandError
+    try:
+        return ScriptDirectory.from_config(alembic_config("sqlite://")).get_revision(revision) is not None
+    except CommandError:
+        return False
+
+
+def current_revision(engine) -> str | None:
+    """The database's revision, or None when it has no schema yet; connects (SQLAlchemyError
+    when the database cannot be reached)."""
+    from alembic.runtime.migration import MigrationContext
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
