@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 from sqlalchemy import create_engine, event
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, make_url
 
 from .writelock import WAL_BACKSTOP_PAGES
 
 POOL_RECYCLE_SECONDS = 1800  # PostgreSQL connections are replaced at this age
+CONNECT_TIMEOUT_SECONDS = 10  # PostgreSQL: give up on a connection attempt after this long
 
 
 def make_engine(url: str, sqlite_synchronous: str = "NORMAL") -> Engine:
@@ -38,7 +39,10 @@ def make_engine(url: str, sqlite_synchronous: str = "NORMAL") -> Engine:
         return engine
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url[len("postgresql://"):]
+    # A host that drops packets would otherwise hold a connection attempt (a worker, a command)
+    # for the kernel's TCP retries, minutes; a connect_timeout in the URL wins.
+    connect_args = {} if "connect_timeout" in make_url(url).query else {"connect_timeout": CONNECT_TIMEOUT_SECONDS}
     # No pre-ping (a round trip per request): connections are recycled instead, and a dead one
     # fails that request with service_unavailable and is replaced.
     return create_engine(url, pool_recycle=POOL_RECYCLE_SECONDS, pool_size=5, max_overflow=10,
-                         hide_parameters=True)
+                         hide_parameters=True, connect_args=connect_args)

@@ -1,8 +1,10 @@
-"""SQLite pragmas: WAL always; how durable a commit is, by configuration."""
+"""Engine settings: SQLite pragmas (WAL always; how durable a commit is, by configuration), PostgreSQL
+connection attempts that time out."""
 from __future__ import annotations
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
 
 from app.config import Config
 from app.store.engine import make_engine
@@ -37,3 +39,25 @@ def test_database_errors_never_carry_the_statement_values(tmp_path):
         conn.execute(text("INSERT INTO t VALUES (:k)"), {"k": "110105198001020071"})
     assert "110105198001020071" not in str(exc.value) and "hidden" in str(exc.value)
     engine.dispose()
+
+
+@pytest.mark.parametrize("url,expected", [
+    ("postgresql://postgres@127.0.0.1:1/test", 10),
+    ("postgresql://postgres@127.0.0.1:1/test?connect_timeout=3", 3),
+])
+def test_postgresql_connection_attempts_time_out(monkeypatch, url, expected):
+    """A host that drops packets must not hold a worker or a command for minutes: psycopg is
+    given a connect_timeout (10 s), unless the URL sets its own."""
+    import psycopg
+
+    seen = {}
+
+    def connect(*args, **kwargs):
+        seen.update(kwargs)
+        raise psycopg.OperationalError("refused in the test")
+    monkeypatch.setattr(psycopg, "connect", connect)
+    monkeypatch.setattr(psycopg.Connection, "connect", staticmethod(connect))
+    engine = make_engine(url)
+    with pytest.raises(OperationalError):
+        engine.connect()
+    assert int(seen["connect_timeout"]) == expected
