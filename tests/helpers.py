@@ -96,3 +96,14 @@ class World:
         resp = self.client.post("/v1/me/qr-tokens", json=body, headers=holder["headers"])
         assert resp.status_code == 201, resp.get_json()
         return resp.get_json()["token"]
+
+
+def http_institution_token(base: str, world: World, code: str = "H110000001") -> str:
+    """An institution's Bearer token from a served app at `base` (client credentials over HTTP)."""
+    import requests
+    inst = world.inst(code)
+    basic = base64.b64encode(f"{inst['client_id']}:{inst['client_secret']}".encode()).decode()
+    resp = requests.post(base + "/v1/oauth/token", data={"grant_type": "client_credentials"},
+                         headers={"Authorization": f"Basic {basic}"}, timeout=10)
+    assert resp.status_code == 200, resp.text
+    return resp.json()["access_token"]
