@@ -15,6 +15,10 @@ def report_lost(session: Session, rt, voucher: Voucher) -> dict:
         raise DomainError("voucher_cancelled", "The voucher is cancelled")
     if voucher.status != "suspended":
         voucher.status, voucher.suspended_at = "suspended", utc(rt.clock.now())
+        # The suspension is written before the record: on PostgreSQL its row lock orders this
+        # report with the scans (each share-locks the voucher as it writes, app/services/scans.py),
+        # so a scan accepted before the report has the earlier record id.
+        session.flush()
         # `at` is the suspension time itself: after a reinstatement, a caching scanner keeps
         # refusing the tokens issued at or before it, as the service does.
         revocations.add(session, kind="voucher", subject=voucher.voucher_id, reason="reported_lost",

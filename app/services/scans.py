@@ -97,15 +97,30 @@ _LOAD = Prepared(
     .where(Voucher.voucher_id == bindparam("vid")))
 _SCAN_COLUMNS = ("scan_id", "institution_id", "voucher_id", "token_id", "purpose", "ec_token", "ec_expires_at",
                  "result", "created_at")
-# One use, in the database: scan rows are unique by token_id, and a second insert of a token
-# inserts nothing (and returns no id) instead of failing.
+
+
 def _insert_scan_stmt(dialect):
-    values = {c: bindparam(c) for c in _SCAN_COLUMNS}
+    """The scan row, inserted only while the voucher still admits the code and only once per
+    token; otherwise nothing is inserted and no id returned (instead of an error).
+
+    One use: scan rows are unique by token_id. The voucher's state was checked when it was
+    loaded, and is checked again by this insert because a loss report may have committed since:
+    the row is selected from the voucher's own row (`voucher_id` and `issued_at` are
+    parameters), share-locked on PostgreSQL, so the report's update waits for this scan's
+    commit, or this insert waits for the report's and then sees it. SQLite has one writer at a
+    time (docs/decisions.md, "Loss report and concurrent scans")."""
+    table = Scan.__table__
+    values = [Voucher.id if c == "voucher_id" else bindparam(c, type_=table.c[c].type) for c in _SCAN_COLUMNS]
     # `result` arrives as JSON text, the very text the answer sends (serialized once); the
     # column's JSON type would encode it a second time, as a string.
     text_param = bindparam("result", type_=Text)
-    values["result"] = cast(text_param, JSON) if dialect.name == "postgresql" else text_param
-    return (dialect_insert(dialect)(Scan).values(values)
+    values[_SCAN_COLUMNS.index("result")] = cast(text_param, JSON) if dialect.name == "postgresql" else text_param
+    admitted = (select(*values)
+                .where(Voucher.id == bindparam("voucher_id"), Voucher.status == "active",
+                       Voucher.suspended_at.is_(None)
+                       | (Voucher.suspended_at < bindparam("issued_at", type_=Voucher.suspended_at.type)))
+                .with_for_update(read=True))
+    return (dialect_insert(dialect)(Scan).from_select(list(_SCAN_COLUMNS), admitted)
             .on_conflict_do_nothing(index_elements=["token_id"]).returning(Scan.id))
 
 
@@ -184,8 +199,9 @@ def _scan(conn, rt, inst, text: str, purpose: str) -> dict:
     with _write_phase(conn, rt, inst, (voucher, claims, now)) as fresh:
         if not (fresh and _write_accepted(conn, *rows)):
             # Nothing was written but the count, which stands: record the refusal with it.
-            _refused(conn, voucher, inst, claims, purpose, "token_already_used")
-            raise DomainError("token_already_used", "This code was already used; ask for a fresh one")
+            refusal = _not_written(conn, claims)
+            _refused(conn, voucher, inst, claims, purpose, refusal.code)
+            raise refusal
         conn.commit()
     metrics.SCANS.labels("ok").inc()
     logs.event(log, "scan accepted", token_id=claims.token_id, scan_id=body["scan_id"], institution=inst.code)
@@ -219,12 +235,25 @@ def _count_and_mark(rt, inst, voucher, claims, now) -> bool:
     return fresh
 
 
+def _not_written(conn, claims) -> DomainError:
+    """Why an accepted code got no scan row: the voucher no longer admits it (reloaded, for a
+    loss report that committed since it was loaded), or else the code was used already."""
+    voucher, _person, _insurance_type = _load(conn, claims)
+    try:
+        _admits(voucher, claims)
+    except DomainError as exc:
+        return exc
+    return DomainError("token_already_used", "This code was already used; ask for a fresh one")
+
+
 def _accepted_rows(inst, voucher, claims, purpose, body, answer: str, now) -> tuple[dict, dict]:
-    """The scan row (its `result` is the answer's JSON text, stored as sent) and its "ok" record."""
+    """The scan row's parameters (its `result` is the answer's JSON text, stored as sent; with
+    `issued_at`, the code's issue time the insert checks against a suspension) and its "ok" record."""
     scan_row = {
         "scan_id": body["scan_id"], "institution_id": inst.id, "voucher_id": voucher.id,
         "token_id": claims.token_id, "purpose": purpose, "ec_token": body["ec_token"],
-        "ec_expires_at": utc(now + body["ec_token_expires_in"]), "result": answer, "created_at": utc(now)}
+        "ec_expires_at": utc(now + body["ec_token_expires_in"]), "result": answer, "created_at": utc(now),
+        "issued_at": utc(claims.iat)}
     record = records.row(voucher.id, "scan", institution=inst.code, result="ok", purpose=purpose,
                          token_id=claims.token_id, scan_id=body["scan_id"], actor_guardian=bool(claims.actor))
     return scan_row, record
@@ -232,7 +261,7 @@ def _accepted_rows(inst, voucher, claims, purpose, body, answer: str, now) -> tu
 
 def _write_accepted(conn, scan_row: dict, record: dict) -> bool:
     """Write the scan row and its "ok" usage record; False, with nothing written, when this
-    token already has a scan row."""
+    token already has a scan row or the voucher no longer admits it."""
     if conn.dialect.name == "postgresql":
         scan_row.update(("record_" + k, v) for k, v in record.items())
         return _ACCEPT_PG.one(conn, scan_row) is not None
@@ -252,9 +281,7 @@ def _refused(conn, voucher, inst, claims, purpose: str, code: str) -> None:
 
 def _check(rt, inst, voucher, person, insurance_type, claims, purpose, now) -> dict:
     """Every rule that can refuse a well-signed token; returns the presenting guardian, if any."""
-    require_usable(voucher)
-    if voucher.suspended_at and claims.iat <= aware(voucher.suspended_at).timestamp():
-        raise DomainError("token_revoked", "The code was issued before the voucher was reported lost")
+    _admits(voucher, claims)
     presenter = None
     if claims.actor:
         presenter = family.presenter(rt.session(), rt, voucher, claims.actor, claims.iat)
@@ -274,6 +301,14 @@ def _check(rt, inst, voucher, person, insurance_type, claims, purpose, now) -> d
         if voucher.pin_initial:
             raise DomainError("pin_change_required", "The holder must change the initial PIN before paying")
     return {"presenter": presenter, "insurance_type": insurance_type, "filing": filing}
+
+
+def _admits(voucher, claims) -> None:
+    """The voucher's own state lets the code through: active, and the code issued after any
+    loss report (the scan row's insert checks the same again, in SQL)."""
+    require_usable(voucher)
+    if voucher.suspended_at and claims.iat <= aware(voucher.suspended_at).timestamp():
+        raise DomainError("token_revoked", "The code was issued before the voucher was reported lost")
 
 
 def covering_filing(session: Session, person_id: int, region: str, today: dt.date) -> RemoteCareFiling | None:

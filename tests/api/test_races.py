@@ -171,3 +171,36 @@ def test_a_right_pin_checked_while_a_parallel_miss_locks_it_is_refused(world, mo
     monkeypatch.setattr(world.rt.pins, "check", original)
     resp = world.client.put("/v1/me/pin-free-limit", json={"amount_fen": 1, "pin": "258013"}, headers=h["headers"])
     assert problem_code(resp) == "pin_locked"  # and the lock stands
+
+
+def test_a_scan_racing_a_loss_report_is_refused_or_recorded_before_it(world, monkeypatch):
+    """A scan that loads the voucher while a loss report is being written (its record appended,
+    not yet committed) must not be accepted after the report commits: it waits for the report
+    and is refused, and its refusal comes after the report in the voucher's records."""
+    from app.services import loss as loss_service
+    from app.store.models import UsageRecord
+    h = world.holder("张丽")
+    token = world.qr(h)
+    world.inst_headers("H110000001")  # the scan thread needs no token request of its own
+    original = loss_service.records.record
+    writing = threading.Event()
+
+    def slow_record(session, voucher, kind, **kw):
+        original(session, voucher, kind, **kw)
+        if kind == "loss_report":
+            writing.set()
+            time.sleep(0.3)  # the report's transaction stays open while the scan runs
+    monkeypatch.setattr(loss_service.records, "record", slow_record)
+
+    def scan():
+        assert writing.wait(5)
+        return world.app.test_client().post("/v1/scans", json={"token": token, "purpose": "registration"},
+                                            headers=world.inst_headers("H110000001"))
+    report, answer = _parallel([lambda: world.app.test_client().post("/v1/me/loss-report", json={},
+                                                                     headers=h["headers"]), scan])
+    assert report.status_code == 200, report.get_json()
+    assert answer.status_code == 403 and problem_code(answer) == "voucher_suspended"
+    with world.rt.engine.connect() as conn:
+        kinds = conn.execute(select(UsageRecord.kind, UsageRecord.detail).join(Voucher)
+                             .where(Voucher.voucher_id == h["voucher_id"]).order_by(UsageRecord.id)).all()
+    assert [(k, d.get("result")) for k, d in kinds][-2:] == [("loss_report", None), ("scan", "voucher_suspended")]
