@@ -27,8 +27,7 @@ def create_app(config: Config | None = None, *, clock=None) -> Flask:
     app.request_class = Request  # reads a body in one call (app/api/schema.py)
     config = config or Config.from_env()
     config.instance_path = config.instance_path or app.instance_path
-    if not config.database_url:
-        config.database_url = "sqlite:///" + os.path.join(config.instance_path, "evoucher.db")
+    config.database_url = database_url(config)
     os.makedirs(config.instance_path, exist_ok=True)
     logs.configure(config.log_level)
 
@@ -66,6 +65,11 @@ def create_app(config: Config | None = None, *, clock=None) -> Flask:
     for bp in (ops.bp, institutions.bp, holders.bp, channels.bp, pages.bp):
         app.register_blueprint(bp)
     return app
+
+
+def database_url(config: Config) -> str:
+    """The configured database URL, or the default: SQLite in the instance folder."""
+    return config.database_url or "sqlite:///" + os.path.join(_instance_path(config), "evoucher.db")
 
 
 def _instance_path(config: Config | None) -> str | None:

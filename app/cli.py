@@ -56,18 +56,14 @@ def _config() -> Config:
 
 def _sqlite_path(config: Config) -> str | None:
     """The SQLite file the app will open, or None for PostgreSQL or an in-memory database."""
-    from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
-    if not config.database_url:
-        base = config.instance_path or os.path.join(os.getcwd(), "instance")
-        return os.path.join(os.path.abspath(base), "evoucher.db")
-    if not config.database_url.startswith("sqlite"):
-        return None
+
+    from . import database_url
+    from .store.engine import sqlite_file
     try:
-        path = make_url(config.database_url).database
+        return sqlite_file(database_url(config))
     except ArgumentError:
         raise click.ClickException("DATABASE_URL is not a valid database URL") from None
-    return path if path and path != ":memory:" else None
 
 
 def _app(*, migrated: bool = True):

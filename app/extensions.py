@@ -103,9 +103,9 @@ def _holds_sealed_data(database_url: str) -> bool:
     import sqlite3
     from urllib.parse import quote
 
-    from sqlalchemy.engine import make_url
-    path = make_url(database_url).database
-    if not path or path == ":memory:" or not os.path.exists(path):
+    from .store.engine import sqlite_file
+    path = sqlite_file(database_url)
+    if path is None or not os.path.exists(path):
         return False
     try:
         conn = sqlite3.connect(f"file:{quote(path)}?mode=rw", uri=True)

@@ -10,6 +10,15 @@ POOL_RECYCLE_SECONDS = 1800  # PostgreSQL connections are replaced at this age
 CONNECT_TIMEOUT_SECONDS = 10  # PostgreSQL: give up on a connection attempt after this long
 
 
+def sqlite_file(url: str) -> str | None:
+    """The file a SQLite URL names; None for another database or an in-memory one
+    (sqlalchemy's ArgumentError for a malformed URL)."""
+    if not url.startswith("sqlite"):
+        return None
+    path = make_url(url).database
+    return path if path and path != ":memory:" else None
+
+
 def make_engine(url: str, sqlite_synchronous: str = "NORMAL") -> Engine:
     """Create an engine with the pragmas SQLite needs for concurrent workers.
 
