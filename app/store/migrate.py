@@ -24,18 +24,22 @@ def downgrade(url: str, revision: str) -> None:
     command.downgrade(alembic_config(url), revision)
 
 
+def _scripts():
+    """This version's migration scripts (no database is opened)."""
+    from alembic.script import ScriptDirectory
+    return ScriptDirectory.from_config(alembic_config("sqlite://"))
+
+
 def head_revision() -> str:
     """The revision this version of the service needs (the migrations' single head)."""
-    from alembic.script import ScriptDirectory
-    return ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
+    return _scripts().get_current_head()
 
 
 def known_revision(revision: str) -> bool:
     """Whether `revision` is one of this version's migrations (not one of a newer version)."""
-    from alembic.script import ScriptDirectory
     from alembic.util import CommandError
     try:
-        return ScriptDirectory.from_config(alembic_config("sqlite://")).get_revision(revision) is not None
+        return _scripts().get_revision(revision) is not None
     except CommandError:
         return False
 
