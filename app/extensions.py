@@ -21,6 +21,9 @@ class Clock:
     def now(self) -> float:
         return time.time()
 
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
+
 
 @dataclass
 class Runtime:

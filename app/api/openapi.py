@@ -116,7 +116,8 @@ def document() -> dict:
         "/v1/me/qr-tokens": {"post": op("Issue a QR token for self or a linked member", "holders",
                                         {**_json(OBJ, "Created", "201"), **_err(
                                             "forbidden", "voucher_suspended", "voucher_cancelled", "voucher_not_found",
-                                            "rate_limited", "unauthorized", *COMMON)}, security=HOLDER,
+                                            "rate_limited", "service_unavailable", "unauthorized", *COMMON)},
+                                        security=HOLDER,
                                         body=_body({"voucher_id": S, "format": {"enum": ["ev1", "jwt"]},
                                                     "image": {"enum": ["svg", "png"]}}, []))},
         "/v1/me/active-region": {"put": op("Switch the active insured region", "holders",

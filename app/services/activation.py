@@ -138,7 +138,8 @@ _HOLDER = (select(ChannelBinding, Voucher).join(Voucher, Voucher.id == ChannelBi
            .where(ChannelBinding.id == bindparam("bid")))
 _HOLDER_SNAPSHOT = Prepared(
     select(ChannelBinding.status.label("binding_status"), ChannelBinding.session_epoch, ChannelBinding.channel_id,
-           Voucher.id, Voucher.voucher_id, Voucher.status, Voucher.active_region, Voucher.person_id)
+           Voucher.id, Voucher.voucher_id, Voucher.status, Voucher.active_region, Voucher.person_id,
+           Voucher.tokens_valid_after)
     .join(Voucher, Voucher.id == ChannelBinding.voucher_id)
     .where(ChannelBinding.id == bindparam("bid")))
 
@@ -167,7 +168,8 @@ def holder_snapshot(conn, claims: dict) -> SimpleNamespace:
         raise DomainError("unauthorized", "The holder session has ended")
     _session_live(claims, row["binding_status"], row["session_epoch"], row["channel_id"], row["voucher_id"])
     return SimpleNamespace(id=row["id"], voucher_id=row["voucher_id"], status=row["status"],
-                           active_region=row["active_region"], person_id=row["person_id"])
+                           active_region=row["active_region"], person_id=row["person_id"],
+                           tokens_valid_after=row["tokens_valid_after"])
 
 
 def reverify(session: Session, rt, channel_id: str, p: dict) -> dict:

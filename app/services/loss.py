@@ -15,6 +15,7 @@ def report_lost(session: Session, rt, voucher: Voucher) -> dict:
         raise DomainError("voucher_cancelled", "The voucher is cancelled")
     if voucher.status != "suspended":
         voucher.status, voucher.suspended_at = "suspended", utc(rt.clock.now())
+        voucher.tokens_valid_after = voucher.suspended_at
         # The suspension is written before the record: on PostgreSQL its row lock orders this
         # report with the scans (each share-locks the voucher as it writes, app/services/scans.py),
         # so a scan accepted before the report has the earlier record id.
@@ -29,12 +30,18 @@ def report_lost(session: Session, rt, voucher: Voucher) -> dict:
 
 
 def reinstate(session: Session, rt, voucher: Voucher, channel_id: str) -> None:
-    """Back to active after a channel re-verification; tokens from before the loss stay dead."""
+    """Back to active after a channel re-verification; every code issued before it stays dead.
+
+    Not only the codes from before the loss: a code whose issuance read the voucher just before
+    the loss report committed can be dated after the suspension (issuance does not lock the
+    voucher). It was never accepted while suspended, and moving `tokens_valid_after` on to the
+    reinstatement keeps it dead now; a holder's first code after it is dated later (app/services/qr.py)."""
     if voucher.status == "cancelled":
         raise DomainError("voucher_cancelled", "The voucher is cancelled")
     if voucher.status == "suspended":
-        voucher.status = "active"
+        voucher.status, voucher.tokens_valid_after = "active", utc(rt.clock.now())
         records.record(session, voucher, "reinstate", channel=channel_id)
-        # Caching scanners learn it from the feed too, or they would refuse the fresh codes.
+        # Caching scanners learn it from the feed too, or they would refuse the fresh codes;
+        # its `at` is the new threshold, which they apply as the service does.
         revocations.add(session, kind="reinstated", subject=voucher.voucher_id, reason="reinstated",
-                        created_at=utc(rt.clock.now()))
+                        created_at=voucher.tokens_valid_after)

@@ -5,6 +5,7 @@ import base64
 import functools
 import io
 import itertools
+import math
 
 from crypto import tokens
 
@@ -13,7 +14,7 @@ from ..errors import DomainError
 from ..store.ephemeral import StoreUnavailable
 from ..store.writelock import writes
 from . import activation, family, keys, limits, records
-from .vouchers import iso_z, require_usable, utc
+from .vouchers import aware, iso_z, require_usable, utc
 
 
 def issued_group(member_voucher_id: str, guardian_voucher_id: str) -> str:
@@ -44,7 +45,7 @@ def issue(rt, claims: dict, *, voucher_id: str | None, fmt: str | None, image: s
                            "Too many codes requested; wait a moment", conn=conn)
             conn.commit()
     fmt = fmt or rt.config.token_format
-    now = int(rt.clock.now())
+    now = issue_time(rt, target)
     lifetime = rt.config.token_lifetime
     token_id = tokens.new_token_id()
     text = tokens.issue(keys.keyring(rt).current, voucher_id=target.voucher_id,
@@ -70,6 +71,29 @@ def issue(rt, claims: dict, *, voucher_id: str | None, fmt: str | None, image: s
     elif image == "png":
         out["qr_png_base64"] = base64.b64encode(render_png(text)).decode()
     return out
+
+
+def issue_time(rt, voucher) -> int:
+    """The code's `iat`: now in whole seconds, and later than the voucher's `tokens_valid_after`.
+
+    In the second of a reinstatement, a code dated now would be refused from birth (scans
+    admit only codes issued after the threshold, in whole seconds), so issuance waits for the
+    next second: at most one, once per reinstatement. A wait of more than a second means
+    another node's clock runs ahead of this one's; rather than hold the worker, the holder's
+    app is asked to try again."""
+    now = rt.clock.now()
+    after = voucher.tokens_valid_after
+    if after is None:
+        return int(now)
+    first = int(aware(after).timestamp()) + 1
+    if now < first:
+        wait = first - now
+        if wait > 1:
+            raise DomainError("service_unavailable", "Try again in a moment",
+                              headers={"Retry-After": str(math.ceil(wait))})
+        rt.clock.sleep(wait)
+        now = max(rt.clock.now(), first)
+    return int(now)
 
 
 def refresh_in(lifetime: int) -> int:

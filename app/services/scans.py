@@ -88,7 +88,7 @@ def scan(rt, inst, text: str, purpose: str) -> str:
 # Built once: this runs on every scan. The voucher, its person and the person's active
 # enrolment in the code's region, in one statement.
 _LOAD = Prepared(
-    select(Voucher.id, Voucher.voucher_id, Voucher.status, Voucher.suspended_at, Voucher.pin_hash,
+    select(Voucher.id, Voucher.voucher_id, Voucher.status, Voucher.tokens_valid_after, Voucher.pin_hash,
            Voucher.pin_initial, Voucher.person_id, Person.name.label("person_name"), Person.id_number_enc,
            Enrolment.insurance_type)
     .join(Person, Person.id == Voucher.person_id)
@@ -117,8 +117,8 @@ def _insert_scan_stmt(dialect):
     values[_SCAN_COLUMNS.index("result")] = cast(text_param, JSON) if dialect.name == "postgresql" else text_param
     admitted = (select(*values)
                 .where(Voucher.id == bindparam("voucher_id"), Voucher.status == "active",
-                       Voucher.suspended_at.is_(None)
-                       | (Voucher.suspended_at < bindparam("issued_at", type_=Voucher.suspended_at.type)))
+                       Voucher.tokens_valid_after.is_(None)
+                       | (Voucher.tokens_valid_after < bindparam("issued_at", type_=Voucher.tokens_valid_after.type)))
                 .with_for_update(read=True))
     return (dialect_insert(dialect)(Scan).from_select(list(_SCAN_COLUMNS), admitted)
             .on_conflict_do_nothing(index_elements=["token_id"]).returning(Scan.id))
@@ -144,7 +144,7 @@ def _load(conn, claims):
     if row is None:
         raise DomainError("voucher_not_found", "No such voucher")
     voucher = SimpleNamespace(id=row["id"], voucher_id=row["voucher_id"], status=row["status"],
-                              suspended_at=row["suspended_at"], pin_hash=row["pin_hash"],
+                              tokens_valid_after=row["tokens_valid_after"], pin_hash=row["pin_hash"],
                               pin_initial=row["pin_initial"], person_id=row["person_id"])
     person = SimpleNamespace(id=row["person_id"], name=row["person_name"], id_number_enc=row["id_number_enc"])
     return voucher, person, row["insurance_type"]
@@ -305,10 +305,11 @@ def _check(rt, inst, voucher, person, insurance_type, claims, purpose, now) -> d
 
 def _admits(voucher, claims) -> None:
     """The voucher's own state lets the code through: active, and the code issued after any
-    loss report (the scan row's insert checks the same again, in SQL)."""
+    loss report and the reinstatement that ended it (the scan row's insert checks the same
+    again, in SQL)."""
     require_usable(voucher)
-    if voucher.suspended_at and claims.iat <= aware(voucher.suspended_at).timestamp():
-        raise DomainError("token_revoked", "The code was issued before the voucher was reported lost")
+    if voucher.tokens_valid_after and claims.iat <= aware(voucher.tokens_valid_after).timestamp():
+        raise DomainError("token_revoked", "The code was issued before the voucher was reported lost or reinstated")
 
 
 def covering_filing(session: Session, person_id: int, region: str, today: dt.date) -> RemoteCareFiling | None:

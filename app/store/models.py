@@ -65,6 +65,9 @@ class Voucher(Base):
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     suspended_at: Mapped[dt.datetime | None] = mapped_column()
+    # Codes issued at or before this time are refused: the last suspension, then the
+    # reinstatement that ended it (app/services/loss.py).
+    tokens_valid_after: Mapped[dt.datetime | None] = mapped_column()
 
 
 class Channel(Base):

@@ -71,6 +71,7 @@ class Cycle:
     report: Call
     reinstate: Call | None
     suspended_at: float = 0.0
+    reinstated_at: float = 0.0  # the voucher's new threshold: codes issued at or before it are dead
 
     def surely_suspended(self, call: Call) -> bool:
         """`call` was sent after the report was answered, and answered before the reinstatement
@@ -383,6 +384,7 @@ def test_nothing_lost_and_nobody_let_in_under_load(server, backend):
             cycle.suspended_at = at
             assert cycle.report.t0 <= at <= cycle.report.t1
         for cycle, at in zip(cycles, reinstated):
+            cycle.reinstated_at = at
             assert cycle.reinstate.t0 <= at <= cycle.reinstate.t1
         assert voucher.status == "suspended" and _ts(voucher.suspended_at) == suspensions[-1]
         # Walk the voucher's records in id order: the state they tell must admit every "ok".
@@ -397,10 +399,10 @@ def test_nothing_lost_and_nobody_let_in_under_load(server, backend):
                 reinstate_ids.append(rec.id)
             elif result == "ok":
                 # Accepted only between reports and reinstatements, for a code issued after the
-                # last suspension's second; and written before the next report was answered.
+                # last reinstatement's second; and written before the next report was answered.
                 assert state == "active", (name, k, rec.id, rec.detail)
                 iat = load.iat[rec.detail["token_id"]]
-                assert k < 0 or iat > cycles[k].suspended_at, (name, k, rec.detail)
+                assert k < 0 or iat > cycles[k].reinstated_at > cycles[k].suspended_at, (name, k, rec.detail)
                 if k + 1 < REPORTS:
                     nxt = cycles[k + 1].report.t1
                     assert _ts(rec.created_at) < nxt and _ts(rows_by_scan_id[rec.detail["scan_id"]].created_at) < nxt
@@ -408,7 +410,7 @@ def test_nothing_lost_and_nobody_let_in_under_load(server, backend):
                 assert k >= 0 and cycles[0].suspended_at < _ts(rec.created_at), (name, rec.id)
             elif result == "token_revoked":  # it saw a reinstated voucher and a code from before
                 iat = load.iat[rec.detail["token_id"]]
-                assert any(iat <= cycles[j].suspended_at and reinstate_ids[j] < rec.id
+                assert any(iat <= cycles[j].reinstated_at and reinstate_ids[j] < rec.id
                            for j in range(min(k + 1, len(reinstate_ids)))), (name, rec.id)
         assert k == REPORTS - 1 and state == "suspended"
 

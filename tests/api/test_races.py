@@ -204,3 +204,42 @@ def test_a_scan_racing_a_loss_report_is_refused_or_recorded_before_it(world, mon
         kinds = conn.execute(select(UsageRecord.kind, UsageRecord.detail).join(Voucher)
                              .where(Voucher.voucher_id == h["voucher_id"]).order_by(UsageRecord.id)).all()
     assert [(k, d.get("result")) for k, d in kinds][-2:] == [("loss_report", None), ("scan", "voucher_suspended")]
+
+
+def test_a_code_issued_while_a_loss_report_commits_stays_dead_after_reinstatement(world, monkeypatch):
+    """Issuance reads the voucher, then signs: a loss report that commits in between (and a
+    second boundary crossed) gives a code dated after the suspension. It is refused while the
+    voucher is suspended, and still refused once it is reinstated; the holder's fresh code works."""
+    import datetime as dt
+
+    from app.services import activation, keys
+    from crypto import tokens
+    h = world.holder("张丽")
+    world.inst_headers("H110000001")
+    original = activation.holder_snapshot
+    reported = []
+
+    def snapshot_then_report(conn, claims):
+        holder = original(conn, claims)
+        if not reported:  # the report commits after this read and before the code is signed
+            report = threading.Thread(target=lambda: reported.append(world.app.test_client().post(
+                "/v1/me/loss-report", json={}, headers=h["headers"])))
+            report.start()
+            report.join()
+            world.rt.clock.advance(1)
+        return holder
+    monkeypatch.setattr(activation, "holder_snapshot", snapshot_then_report)
+    resp = world.client.post("/v1/me/qr-tokens", json={}, headers=h["headers"])
+    assert reported[0].status_code == 200 and resp.status_code == 201
+    monkeypatch.setattr(activation, "holder_snapshot", original)
+    raced = resp.get_json()["token"]
+    with world.app.app_context():
+        claims = tokens.verify(raced, keys.keyring(world.rt), int(world.rt.clock.now()))
+    feed = world.client.get("/v1/revocations", headers=world.inst_headers("H110000001")).get_json()
+    suspended = [i for i in feed["items"] if i["kind"] == "voucher" and i["id"] == h["voucher_id"]]
+    assert claims.iat > dt.datetime.fromisoformat(suspended[-1]["at"]).timestamp()  # dated after the report
+    assert problem_code(world.scan("H110000001", raced)) == "voucher_suspended"
+    world.rt.clock.advance(5)
+    world.channel("wechat").reverify(h["channel_user_id"], "reinstate")
+    assert problem_code(world.scan("H110000001", raced)) == "token_revoked"
+    assert world.scan("H110000001", world.qr(h)).status_code == 200

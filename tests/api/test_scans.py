@@ -139,6 +139,38 @@ def test_suspended_voucher_and_revoked_token(world):
     assert world.scan("H110000001", world.qr(holder)).status_code == 200
 
 
+def test_the_first_code_after_a_reinstatement_is_dated_after_it(world):
+    """Codes issued at or before the reinstatement's second are refused; one asked for within
+    that second waits for the next (never more than the rest of it) and scans."""
+    holder = world.holder("张丽")
+    assert world.client.post("/v1/me/loss-report", json={}, headers=holder["headers"]).status_code == 200
+    world.rt.clock.advance(2.25)  # the reinstatement lands a quarter into a second
+    world.channel("wechat").reverify(holder["channel_user_id"], "reinstate")
+    assert world.rt.clock.sleeps == []
+    resp = world.client.post("/v1/me/qr-tokens", json={}, headers=holder["headers"])
+    assert resp.status_code == 201 and world.rt.clock.sleeps == [0.75]
+    assert world.scan("H110000001", resp.get_json()["token"]).status_code == 200
+    world.qr(holder)  # later codes wait for nothing
+    assert world.rt.clock.sleeps == [0.75]
+
+
+def test_a_threshold_ahead_of_this_nodes_clock_asks_the_app_to_retry(world):
+    """Another node's clock ahead of this one: rather than hold a worker for seconds, issuance
+    answers 503 with the wait in Retry-After."""
+    import datetime as dt
+
+    from sqlalchemy import update
+
+    from app.store.models import Voucher
+    holder = world.holder("张丽")
+    ahead = dt.datetime.fromtimestamp(world.rt.clock.now() + 2.5, dt.timezone.utc)
+    with world.rt.engine.begin() as conn:
+        conn.execute(update(Voucher).where(Voucher.voucher_id == holder["voucher_id"]).values(tokens_valid_after=ahead))
+    resp = world.client.post("/v1/me/qr-tokens", json={}, headers=holder["headers"])
+    assert resp.status_code == 503 and problem_code(resp) == "service_unavailable"
+    assert resp.headers["Retry-After"] == "3" and world.rt.clock.sleeps == []
+
+
 def test_voucher_not_found_for_a_cancelled_record(world):
     from crypto import tokens
     from app.services import keys

@@ -1,9 +1,11 @@
-"""The migrations build exactly the schema the models describe, and 0002 goes both ways."""
+"""The migrations build exactly the schema the models describe, and 0002 and 0003 go both ways."""
 from __future__ import annotations
 
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import inspect
+import datetime as dt
+
+from sqlalchemy import inspect, text
 
 from app.store import migrate
 from app.store.engine import make_engine
@@ -34,3 +36,35 @@ def test_lean_scan_rows_downgrade_and_upgrade(tmp_path):
     migrate.upgrade(url)
     assert scan_indexes() == {"uq_scans_scan_id", "uq_scans_token_id"}
     engine.dispose()
+
+
+def test_tokens_valid_after_carries_existing_suspensions_over(tmp_path):
+    """0003 starts each voucher's threshold at its suspension (a voucher suspended before the
+    upgrade keeps refusing its old codes), and goes back down to 0002 and up again."""
+    url = f"sqlite:///{tmp_path / 'd.db'}"
+    migrate.upgrade(url, "0002")
+    engine = make_engine(url)
+    at = dt.datetime(2026, 11, 1, 8, 30, 15, 250000, tzinfo=dt.timezone.utc)
+    with engine.begin() as conn:
+        for n, suspended in ((1, at), (2, None)):
+            conn.execute(text("INSERT INTO persons (id, person_no, id_type, id_number_enc, id_index, name, "
+                              "created_at, updated_at) VALUES (:n, :no, '01', x'00', :idx, 'x', :t, :t)"),
+                         {"n": n, "no": f"P{n}", "idx": f"i{n}", "t": at})
+            conn.execute(text("INSERT INTO vouchers (id, voucher_id, person_id, status, active_region, pin_initial, "
+                              "pin_failures, pin_free_limit_fen, created_at, updated_at, suspended_at) VALUES "
+                              "(:n, :vid, :n, 'active', '110000', 0, 0, 0, :t, :t, :s)"),
+                         {"n": n, "vid": f"V{n}", "t": at, "s": suspended})
+    engine.dispose()
+    for _ in range(2):
+        migrate.upgrade(url)
+        engine = make_engine(url)
+        with engine.connect() as conn:
+            rows = conn.execute(text("SELECT voucher_id, suspended_at, tokens_valid_after FROM vouchers "
+                                     "ORDER BY id")).all()
+        engine.dispose()
+        assert [r[0] for r in rows] == ["V1", "V2"]
+        assert rows[0][2] is not None and rows[0][2] == rows[0][1] and rows[1][2] is None
+        migrate.downgrade(url, "0002")
+        engine = make_engine(url)
+        assert "tokens_valid_after" not in {c["name"] for c in inspect(engine).get_columns("vouchers")}
+        engine.dispose()
