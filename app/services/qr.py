@@ -45,7 +45,7 @@ def issue(rt, claims: dict, *, voucher_id: str | None, fmt: str | None, image: s
                            "Too many codes requested; wait a moment", conn=conn)
             conn.commit()
     fmt = fmt or rt.config.token_format
-    now = issue_time(rt, target)
+    now = issue_time(rt, holder, target)  # the same voucher twice for one's own code
     lifetime = rt.config.token_lifetime
     token_id = tokens.new_token_id()
     text = tokens.issue(keys.keyring(rt).current, voucher_id=target.voucher_id,
@@ -73,8 +73,9 @@ def issue(rt, claims: dict, *, voucher_id: str | None, fmt: str | None, image: s
     return out
 
 
-def issue_time(rt, voucher) -> int:
-    """The code's `iat`: now in whole seconds, and later than the voucher's `tokens_valid_after`.
+def issue_time(rt, *vouchers) -> int:
+    """The code's `iat`: now in whole seconds, and later than the `tokens_valid_after` of every
+    voucher given (the member's, and the guardian's that shows it: app/services/family.presenter).
 
     In the second of a reinstatement, a code dated now would be refused from birth (scans
     admit only codes issued after the threshold, in whole seconds), so issuance waits for the
@@ -82,10 +83,10 @@ def issue_time(rt, voucher) -> int:
     another node's clock runs ahead of this one's; rather than hold the worker, the holder's
     app is asked to try again."""
     now = rt.clock.now()
-    after = voucher.tokens_valid_after
-    if after is None:
+    thresholds = [v.tokens_valid_after for v in vouchers if v.tokens_valid_after is not None]
+    if not thresholds:
         return int(now)
-    first = int(aware(after).timestamp()) + 1
+    first = int(max(aware(t).timestamp() for t in thresholds)) + 1
     if now < first:
         wait = first - now
         if wait > 1:

@@ -119,6 +119,23 @@ def test_ending_a_link_revokes_the_guardians_tokens(world):
     assert problem_code(resp) == "forbidden"
 
 
+def test_a_guardians_loss_report_revokes_the_codes_they_showed_for_members(world):
+    """A lost guardian phone has shown the family's codes too: they stop with the guardian's loss
+    report and stay dead after the guardian is reinstated; the member's own codes are untouched."""
+    g = world.holder("王建国")
+    member_vid = _link(world, g, "王小明", "parent", "出生证 1").get_json()["member"]["voucher_id"]
+    shown = world.qr(g, voucher_id=member_vid)
+    assert world.client.post("/v1/me/loss-report", json={}, headers=g["headers"]).status_code == 200
+    refused = world.scan("H110000001", shown)
+    assert refused.status_code == 401 and problem_code(refused) == "token_revoked"
+    assert "guardian" in refused.get_json()["detail"]  # not the ended-link detail
+    world.rt.clock.advance(5)
+    world.channel("wechat").reverify(g["channel_user_id"], "reinstate")
+    assert problem_code(world.scan("H110000001", shown)) == "token_revoked"
+    fresh = world.scan("H110000001", world.qr(g, voucher_id=member_vid))
+    assert fresh.status_code == 200 and fresh.get_json()["presented_by"]["relation"] == "parent"
+
+
 def test_member_can_end_the_link_too(world):
     g = world.holder("王建国")
     link = _link(world, g, "李秀英", "child").get_json()
