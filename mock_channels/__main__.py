@@ -86,8 +86,9 @@ def _run(args, send) -> dict:
     if args.command == "session":
         return client.session(args.channel_user_id)
     if args.command == "reverify":
-        return client.reverify(args.channel_user_id, args.purpose, face_verified=not args.face_fail,
-                               **dict(args.extra))
+        # No name to go by here: the face check fails only by --face-fail or MOCK_FACE_FAIL=1.
+        face = identity.face_check("", force_fail=args.face_fail)
+        return client.reverify(args.channel_user_id, args.purpose, face_verified=face, **dict(args.extra))
     return client.unbind(args.channel_user_id)
 
 

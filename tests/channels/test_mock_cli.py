@@ -63,6 +63,19 @@ def test_face_fail_flag_sends_a_failed_face_check(service, instance_dir):
     assert service.calls[-1][2]["face_verified"] is False
 
 
+@pytest.mark.parametrize("how", ["flag", "environment"])
+def test_reverify_face_check_fails_by_flag_or_environment(service, instance_dir, monkeypatch, how):
+    # docs/channels.md: the stand-in face check fails with --face-fail or MOCK_FACE_FAIL=1.
+    argv = ["bank-icbc", "--base-url", "http://x", "--instance", str(instance_dir), "reverify",
+            "--channel-user-id", "icbc_1", "--purpose", "pin_reset"]
+    if how == "flag":
+        argv.append("--face-fail")
+    else:
+        monkeypatch.setenv("MOCK_FACE_FAIL", "1")
+    run(argv, service)
+    assert service.calls[-1][2]["face_verified"] is False
+
+
 def test_refusal_prints_problem_to_stderr(service, instance_dir):
     code, out, err = run(["alipay", "--base-url", "http://x", "--instance", str(instance_dir), "session",
                           "--channel-user-id", "2088unknown"], service)
