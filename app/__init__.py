@@ -23,7 +23,8 @@ def create_app(config: Config | None = None, *, clock=None) -> Flask:
     from .store.ephemeral import make_store
     from .store.hotconn import HotConnection
 
-    app = Flask(__name__, instance_path=_instance_path(config))
+    # No app-wide /static/ route: the app has no static folder; the pages serve theirs (/static/web/).
+    app = Flask(__name__, instance_path=_instance_path(config), static_folder=None)
     app.request_class = Request  # reads a body in one call (app/api/schema.py)
     config = config or Config.from_env()
     config.instance_path = config.instance_path or app.instance_path
