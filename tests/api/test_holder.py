@@ -304,3 +304,15 @@ def test_pin_attempts_are_rate_limited(make_world):
     codes = [problem_code(world.client.put("/v1/me/pin-free-limit", json={"amount_fen": 1, "pin": "000111"},
                                            headers=h["headers"])) for _ in range(3)]
     assert codes == ["pin_invalid", "pin_invalid", "rate_limited"]
+
+
+def test_a_suspended_guardian_cannot_link_and_the_document_says_so(world):
+    """POST /v1/me/family refuses a voucher reported lost; /openapi.json lists that answer
+    (schemathesis met it undocumented after fuzzing the loss report first)."""
+    g = world.holder("王建国")
+    assert world.client.post("/v1/me/loss-report", headers=g["headers"]).status_code == 200
+    resp = _link(world, g, "王小明", "parent", "出生证 1")
+    assert (resp.status_code, problem_code(resp)) == (403, "voucher_suspended")
+    responses = world.client.get("/openapi.json").get_json()["paths"]["/v1/me/family"]["post"]["responses"]
+    listed = responses["403"]["description"].removeprefix("codes: ").split(", ")
+    assert {"voucher_suspended", "voucher_cancelled"} <= set(listed)
