@@ -7,6 +7,7 @@ from sqlalchemy.orm import Session
 
 from ..store.models import UsageRecord, Voucher, utcnow
 from ..store.prepared import Prepared
+from .vouchers import stored_time
 
 KINDS = ("activation", "bind", "unbind", "session", "reverification", "scan", "region_switch",
          "family_link", "family_accept", "family_end", "loss_report", "reinstate", "pin_set",
@@ -56,5 +57,5 @@ def page(session: Session, voucher: Voucher, cursor: int | None, limit: int = 20
 
 
 def as_json(rec: UsageRecord) -> dict:
-    return {"id": rec.id, "kind": rec.kind, "at": rec.created_at.isoformat(), "actor": rec.actor,
+    return {"id": rec.id, "kind": rec.kind, "at": stored_time(rec.created_at), "actor": rec.actor,
             "channel": rec.channel_id, "institution_code": rec.institution_code, "detail": rec.detail}

@@ -5,6 +5,7 @@ from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from ..store.models import Revocation
+from .vouchers import stored_time
 
 PAGE = 500
 FEED_LOCK = 0x65766676  # PostgreSQL advisory lock key of the feed's writers ("evfv")
@@ -28,5 +29,5 @@ def feed(session: Session, cursor: int) -> dict:
     rows = session.scalars(select(Revocation).where(Revocation.id > cursor)
                            .order_by(Revocation.id).limit(PAGE)).all()
     items = [{"cursor": str(r.id), "kind": r.kind, "id": r.subject, "reason": r.reason,
-              "at": r.created_at.isoformat()} for r in rows]
+              "at": stored_time(r.created_at)} for r in rows]
     return {"items": items, "next": str(rows[-1].id) if rows else str(cursor), "more": len(rows) == PAGE}

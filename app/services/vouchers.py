@@ -27,6 +27,12 @@ def iso_z(moment: dt.datetime) -> str:
     return moment.isoformat().replace("+00:00", "Z")
 
 
+def stored_time(value: dt.datetime) -> str:
+    """A time read from the database as RFC 3339 UTC text with a Z, on every backend (SQLite
+    returns naive UTC datetimes, PostgreSQL aware ones in its session's time zone)."""
+    return iso_z(aware(value).astimezone(dt.timezone.utc))
+
+
 def aware(value: dt.datetime | None) -> dt.datetime | None:
     """SQLite returns naive datetimes; everything here is UTC."""
     if value is not None and value.tzinfo is None:

@@ -504,3 +504,18 @@ def test_the_answer_is_serialized_once_and_stored_as_sent(world):
     assert stored == sent.rstrip("\n") and "丽" in stored and "张" not in stored  # masked, UTF-8 as sent
     again = world.client.get(f"/v1/scans/{resp.get_json()['scan_id']}", headers=world.inst_headers("H110000001"))
     assert again.get_json() == resp.get_json()
+
+
+def test_feed_and_record_times_are_utc_with_a_z_on_every_backend(world):
+    """docs/token-format.md has scanners compare a token's iat with a feed item's `at`: the time
+    must say its zone (SQLite hands back naive datetimes, PostgreSQL its session's offset)."""
+    import datetime as dt
+    import re
+    holder = world.holder("张丽")
+    world.client.post("/v1/me/loss-report", json={}, headers=holder["headers"])
+    feed = world.client.get("/v1/revocations", headers=world.inst_headers("H110000001")).get_json()
+    record = world.client.get("/v1/me/records", headers=holder["headers"]).get_json()["items"][0]
+    for at in (feed["items"][-1]["at"], record["at"]):
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?Z", at), at
+    reported = dt.datetime.fromisoformat(feed["items"][-1]["at"].replace("Z", "+00:00")).timestamp()
+    assert abs(reported - world.rt.clock.now()) < 5  # the instant the service's clock gave it
