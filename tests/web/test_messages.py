@@ -62,3 +62,22 @@ def test_page_scripts_keep_no_table_of_their_own():
         source = (STATIC / name).read_text(encoding="utf-8")
         copied = [code for code in CODES if re.search(rf"\b{code}\s*:\s*\"", source)]
         assert not copied, f"{name} redefines messages for {copied}"
+
+
+def test_every_code_the_document_lists_for_the_pages_calls_has_a_message():
+    """The pages' calls are found in their scripts; whatever /openapi.json says those operations
+    can answer, the pages can say in words (SPEC §8: every refusal reason in plain words)."""
+    from app.api.openapi import document
+    paths = document()["paths"]
+    called = set()
+    for script in ("holder.js", "scanner.js"):
+        called |= set(re.findall(r'"(/v1/[a-z/-]+|/scanner/decode)"', (STATIC / script).read_text(encoding="utf-8")))
+    assert {"/v1/me/qr-tokens", "/v1/scans", "/v1/oauth/token", "/scanner/decode"} <= called
+    table = messages()
+    for path in called:
+        for method, operation in paths[path].items():
+            for response in operation["responses"].values():
+                codes = response["description"].removeprefix("codes: ").split(", ")
+                if response["description"].startswith("codes: "):
+                    missing = set(codes) - set(table)
+                    assert not missing, f"{method.upper()} {path}: no message for {sorted(missing)}"
