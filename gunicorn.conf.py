@@ -14,6 +14,9 @@ max_requests_jitter = 2000
 # The access log is written by the app as JSON (no tokens, no ID numbers); gunicorn's own is off.
 accesslog = None
 errorlog = "-"
+# gunicorn's control socket (gunicornc) is one path per user, ~/.gunicorn/gunicorn.ctl: a second
+# instance on the host would take it over from the first. Nothing here uses it; signals do.
+control_socket_disable = True
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()
 
 # Metrics from every worker are merged through a shared directory.

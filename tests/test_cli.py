@@ -154,3 +154,22 @@ def test_channels_add_and_bad_key(env, tmp_path):
     assert result.exit_code != 0
     result = run("channels", "add", "--id", "telegram", "--public-key", str(public))
     assert result.exit_code != 0
+
+
+def test_db_upgrade_tells_the_operator_what_it_migrated_and_nothing_else(tmp_path):
+    """Run as an operator runs it: Alembic's plugin and dialect announcements stay out of the
+    terminal; the migrations it applied and the command's own answer are there."""
+    import os
+    import subprocess
+    import sys
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "EVOUCHER_MASTER_KEY")}
+    env.update(EVOUCHER_INSTANCE=str(tmp_path / "instance"), LOG_LEVEL="INFO")
+    done = subprocess.run([sys.executable, "-c", "from app.cli import main; main()", "db", "upgrade"],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "database is at the latest revision"
+    loggers = [json.loads(line)["logger"] for line in done.stderr.splitlines()]
+    messages = [json.loads(line)["msg"] for line in done.stderr.splitlines()]
+    assert "alembic.runtime.plugins" not in loggers
+    assert not [m for m in messages if m.startswith(("Context impl", "Will assume"))]
+    assert [m for m in messages if m.startswith("Running upgrade")][:1] == ["Running upgrade  -> 0001, initial schema"]
