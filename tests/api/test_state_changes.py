@@ -1,0 +1,45 @@
+"""What a state change leaves behind: credentials and facts from before it are refused after it,
+and what should keep working does."""
+from __future__ import annotations
+
+from tests.helpers import problem_code
+
+
+def _bearer(session: dict) -> dict:
+    return {"Authorization": f"Bearer {session['access_token']}"}
+
+
+def test_a_session_from_before_a_loss_report_does_not_come_back_with_the_reinstatement(world):
+    """A lost phone's open holder session must not issue codes again once the owner is reinstated."""
+    holder = world.holder("张丽")
+    lost_phone = holder["headers"]
+    assert world.client.post("/v1/me/loss-report", json={}, headers=lost_phone).status_code == 200
+    # while suspended the session still shows the state and the records (the holder page does)
+    assert world.client.get("/v1/me", headers=lost_phone).get_json()["status"] == "suspended"
+    assert world.client.get("/v1/me/records", headers=lost_phone).status_code == 200
+    world.rt.clock.advance(30)
+    during = _bearer(world.channel("wechat").session(holder["channel_user_id"]))  # opened while suspended
+    world.rt.clock.advance(30)
+    world.channel("wechat").reverify(holder["channel_user_id"], "reinstate")
+    for headers in (lost_phone, during):
+        resp = world.client.post("/v1/me/qr-tokens", json={}, headers=headers)
+        assert resp.status_code == 401 and problem_code(resp) == "unauthorized"
+        assert problem_code(world.client.get("/v1/me/records", headers=headers)) == "unauthorized"
+    fresh = _bearer(world.channel("wechat").session(holder["channel_user_id"]))
+    code = world.client.post("/v1/me/qr-tokens", json={}, headers=fresh)
+    assert code.status_code == 201
+    assert world.scan("H110000001", code.get_json()["token"]).status_code == 200
+
+
+def test_a_reinstatement_ends_the_sessions_of_every_channel_and_later_ones_work(world):
+    """The reinstatement may come through another channel than the one the lost phone used."""
+    holder = world.holder("张丽")
+    other = world.holder("张丽", channel="alipay")
+    assert world.client.post("/v1/me/loss-report", json={}, headers=holder["headers"]).status_code == 200
+    world.channel("alipay").reverify(other["channel_user_id"], "reinstate")  # in the same second
+    assert problem_code(world.client.get("/v1/me", headers=holder["headers"])) == "unauthorized"
+    assert problem_code(world.client.get("/v1/me", headers=other["headers"])) == "unauthorized"
+    for channel, user in (("wechat", holder["channel_user_id"]), ("alipay", other["channel_user_id"])):
+        fresh = _bearer(world.channel(channel).session(user))
+        assert world.client.get("/v1/me", headers=fresh).get_json()["status"] == "active"
+        assert world.scan("H110000001", world.qr({"headers": fresh})).status_code == 200
