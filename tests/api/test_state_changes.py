@@ -43,3 +43,29 @@ def test_a_reinstatement_ends_the_sessions_of_every_channel_and_later_ones_work(
         fresh = _bearer(world.channel(channel).session(user))
         assert world.client.get("/v1/me", headers=fresh).get_json()["status"] == "active"
         assert world.scan("H110000001", world.qr({"headers": fresh})).status_code == 200
+
+
+def _set_institution(world, code: str, **values) -> None:
+    from app.services import institutions
+    with world.app.app_context():
+        s = world.rt.session()
+        inst = institutions.by_code(s, code)
+        for name, value in values.items():
+            setattr(inst, name, value)
+        s.commit()
+
+
+def test_a_deactivated_institution_reads_nothing_with_the_token_it_still_holds(world):
+    """Deactivated institutions get no token (oauth/token); the one they hold stops at once too,
+    for reading scans and the feed as for scanning, not only when it expires."""
+    holder = world.holder("张丽")
+    scan_id = world.scan("H110000001", world.qr(holder)).get_json()["scan_id"]
+    headers = world.inst_headers("H110000001")
+    _set_institution(world, "H110000001", status="inactive")
+    world.rt.clock.advance(6)  # past the per-worker institution cache (5 s)
+    for resp in (world.client.get(f"/v1/scans/{scan_id}", headers=headers),
+                 world.client.get("/v1/revocations", headers=headers)):
+        assert resp.status_code == 403 and problem_code(resp) == "institution_inactive"
+    _set_institution(world, "H110000001", status="active")
+    world.rt.clock.advance(6)
+    assert world.client.get(f"/v1/scans/{scan_id}", headers=headers).status_code == 200
