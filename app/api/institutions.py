@@ -55,7 +55,7 @@ def oauth_token():
     ttl = rt.config.institution_token_ttl
     token = tokens.issue_access(keys.keyring(rt, session).current, subject=inst.code, audience=INSTITUTION_AUD,
                                 ttl=ttl, now=int(rt.clock.now()), issuer=rt.config.issuer,
-                                claims={"cid": inst.client_id})
+                                claims={"cid": inst.client_id, "sv": institutions.secret_tag(inst.secret_hash)})
     return jsonify(access_token=token, token_type="Bearer", expires_in=ttl)
 
 
@@ -64,8 +64,9 @@ def _institution(*, scanning: bool = False):
     token endpoint; a scan refuses it itself (scans.scan, counted in the scan metrics)."""
     rt = runtime()
     inst = institutions.cached(rt, g.auth["sub"])
-    if inst is None:
-        raise DomainError("unauthorized", "Unknown institution")
+    if inst is None or g.auth.get("sv") != inst.secret_tag:  # re-keyed since: the old secret's tokens end
+        raise DomainError("unauthorized", "The access token is invalid or expired",
+                          headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
     if inst.status != "active" and not scanning:
         raise DomainError("institution_inactive", "This institution is not active")
     return rt, inst

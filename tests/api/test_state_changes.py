@@ -69,3 +69,28 @@ def test_a_deactivated_institution_reads_nothing_with_the_token_it_still_holds(w
     _set_institution(world, "H110000001", status="active")
     world.rt.clock.advance(6)
     assert world.client.get(f"/v1/scans/{scan_id}", headers=headers).status_code == 200
+
+
+def test_a_new_client_secret_ends_the_tokens_the_old_one_got(world):
+    """Re-keying (institutions add again) is what an operator does when a secret leaks: the
+    tokens already got with the leaked secret must stop too, not live out their 15 minutes."""
+    import base64
+
+    from app.services import institutions
+    holder = world.holder("张丽")
+    old = world.inst_headers("H110000001")
+    with world.app.app_context():
+        s = world.rt.session()
+        inst, secret = institutions.add(s, code="H110000001", name="示范医院", kind="hospital", region_code="110000")
+        client_id = inst.client_id
+        s.commit()
+    world.rt.clock.advance(6)  # past the per-worker institution cache (5 s)
+    for resp in (world.client.post("/v1/scans", json={"token": world.qr(holder), "purpose": "query"}, headers=old),
+                 world.client.get("/v1/revocations", headers=old)):
+        assert resp.status_code == 401 and problem_code(resp) == "unauthorized"
+    basic = base64.b64encode(f"{client_id}:{secret}".encode()).decode()
+    got = world.client.post("/v1/oauth/token", data={"grant_type": "client_credentials"},
+                            headers={"Authorization": f"Basic {basic}"}).get_json()
+    new = {"Authorization": f"Bearer {got['access_token']}"}
+    resp = world.client.post("/v1/scans", json={"token": world.qr(holder), "purpose": "query"}, headers=new)
+    assert resp.status_code == 200
