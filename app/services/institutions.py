@@ -30,8 +30,12 @@ def secret_tag(secret_hash: str) -> str:
 
 
 def add(session: Session, *, code: str, name: str, kind: str, region_code: str,
-        status: str = "active") -> tuple[Institution, str]:
-    """Register (or re-key) an institution; returns it with its new client secret, shown once."""
+        status: str | None = None) -> tuple[Institution, str]:
+    """Register (or re-key) an institution; returns it with its new client secret, shown once.
+
+    A new institution is active unless `status` says otherwise; an existing one keeps its status
+    unless `status` is given: re-keying a deactivated institution (its secret leaked, say) must
+    not let it scan again."""
     if not re.fullmatch(r"[A-Za-z0-9]{1,32}", code or ""):
         raise ValueError("institution code must be 1-32 letters or digits")
     if kind not in KINDS:
@@ -47,7 +51,8 @@ def add(session: Session, *, code: str, name: str, kind: str, region_code: str,
     if inst is None:
         inst = Institution(code=code, client_id="inst_" + secrets.token_hex(8))
         session.add(inst)
-    inst.name, inst.kind, inst.region_code, inst.status = name, kind, region_code, status
+    inst.name, inst.kind, inst.region_code = name, kind, region_code
+    inst.status = status or inst.status or "active"
     inst.secret_hash = _hash_secret(secret)
     session.flush()
     return inst, secret
