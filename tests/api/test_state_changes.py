@@ -2,7 +2,12 @@
 and what should keep working does."""
 from __future__ import annotations
 
+import datetime as dt
+import json
+
 from tests.helpers import problem_code
+
+CHINA = dt.timezone(dt.timedelta(hours=8))
 
 
 def _bearer(session: dict) -> dict:
@@ -94,3 +99,54 @@ def test_a_new_client_secret_ends_the_tokens_the_old_one_got(world):
     new = {"Authorization": f"Bearer {got['access_token']}"}
     resp = world.client.post("/v1/scans", json={"token": world.qr(holder), "purpose": "query"}, headers=new)
     assert resp.status_code == 200
+
+
+def _at_china_time(world, moment) -> None:
+    """Move the clock forward to `moment` (an aware datetime)."""
+    target = moment.timestamp()
+    assert target > world.rt.clock.now()
+    world.rt.clock.advance(target - world.rt.clock.now())
+
+
+def test_a_filing_runs_by_china_dates(world):
+    """A filing's window is in the dates its holder filed, China's (UTC+8): it covers the whole
+    first day and ends with the last day, not 8 hours into the next one."""
+    import datetime as dt
+    holder = world.holder("张丽")  # insured in Beijing only
+    today = dt.datetime.fromtimestamp(world.rt.clock.now(), CHINA).date()
+    one_day = {"care_region_code": "320682", "valid_from": today.isoformat(), "valid_until": today.isoformat()}
+    later = {"care_region_code": "410700", "valid_from": (today + dt.timedelta(days=2)).isoformat(),
+             "valid_until": (today + dt.timedelta(days=3)).isoformat()}
+    for body in (one_day, later):
+        assert world.client.post("/v1/me/remote-care-filings", json=body, headers=holder["headers"]).status_code == 201
+    # half past midnight after the last day, in China (still the last day in UTC)
+    _at_china_time(world, dt.datetime.combine(today + dt.timedelta(days=1), dt.time(0, 30), CHINA))
+    holder = world.holder("张丽")  # a fresh session: the first one has expired
+    resp = world.scan("H320682001", world.qr(holder))
+    assert resp.status_code == 403 and problem_code(resp) == "remote_care_filing_required"
+    # seven in the morning of the later filing's first day, in China (the day before in UTC)
+    _at_china_time(world, dt.datetime.combine(today + dt.timedelta(days=2), dt.time(7, 0), CHINA))
+    holder = world.holder("张丽")
+    assert world.scan("H410700001", world.qr(holder)).status_code == 200
+
+
+def test_a_member_seventeen_today_in_china_must_accept(world):
+    """SPEC §2: a member over 16 must accept the link. Their age is counted in China's days: on
+    their 17th birthday, early in the morning, they are not linked at once as a minor."""
+    from app.demo import make_id_number
+    from app.services import enrolment_import
+    guardian = world.holder("王建国")
+    today = dt.datetime.fromtimestamp(world.rt.clock.now(), CHINA).date()
+    birthday = today + dt.timedelta(days=1)
+    born = birthday.replace(year=birthday.year - 17)
+    number = make_id_number("110105", born.isoformat(), 77, 1)
+    row = {"person_no": "T17", "id_type": "01", "id_number": number, "name": "王十七", "phone": "13800001777",
+           "region_code": "110000", "insurance_type": "resident", "status": "active", "since": "2020-01-01"}
+    with world.app.app_context():
+        report = enrolment_import.import_text(world.rt.session(), world.rt, json.dumps(row), "jsonl")
+        assert not report.errors
+    _at_china_time(world, dt.datetime.combine(birthday, dt.time(1, 0), CHINA))
+    guardian = world.holder("王建国")
+    link = world.client.post("/v1/me/family", headers=guardian["headers"], json={
+        "id_number": number, "name": "王十七", "relation": "parent", "document_ref": "出生证 T17"})
+    assert link.status_code == 201 and link.get_json()["status"] == "pending"
