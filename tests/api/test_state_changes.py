@@ -150,3 +150,33 @@ def test_a_member_seventeen_today_in_china_must_accept(world):
     link = world.client.post("/v1/me/family", headers=guardian["headers"], json={
         "id_number": number, "name": "王十七", "relation": "parent", "document_ref": "出生证 T17"})
     assert link.status_code == 201 and link.get_json()["status"] == "pending"
+
+
+def test_an_import_suspending_the_active_region_moves_it_to_another_active_enrolment(world):
+    """SPEC §2: the active region is one of the person's active enrolments. When the registry
+    suspends it, the holder's fresh codes carry their other active enrolment (as a re-activation
+    would pick it), not a region every scan refuses; codes already issued keep theirs."""
+    from app.services import enrolment_import
+    holder = world.holder("刘洋")  # employee in 410700 since 2009 and in 110000 since 2019
+    assert world.client.get("/v1/me", headers=holder["headers"]).get_json()["active_region"] == "110000"
+    before = world.qr(holder)
+    p = world.person("刘洋")
+    row = {"person_no": None, "id_type": "01", "id_number": p["id_number"], "name": "刘洋",
+           "phone": p["phone"], "region_code": "110000", "insurance_type": "employee", "status": "suspended",
+           "since": "2019-03-01"}
+    with world.app.app_context():
+        s = world.rt.session()
+        from sqlalchemy import select
+
+        from app.store.models import Person
+        row["person_no"] = s.scalars(select(Person.person_no).where(Person.name == "刘洋")).one()
+        report = enrolment_import.import_text(s, world.rt, json.dumps(row), "jsonl")
+        assert not report.errors and report.applied == 1
+    me = world.client.get("/v1/me", headers=holder["headers"]).get_json()
+    assert me["active_region"] == "410700"
+    assert problem_code(world.scan("H110000001", before)) == "region_not_enrolled"
+    fresh = world.scan("H410700001", world.qr(holder))
+    assert fresh.status_code == 200 and fresh.get_json()["insurance"]["region_code"] == "410700"
+    records = world.client.get("/v1/me/records", headers=holder["headers"]).get_json()["items"]
+    assert [r["detail"] for r in records if r["kind"] == "region_switch"] == [
+        {"old": "110000", "new": "410700", "by": "registry"}]
