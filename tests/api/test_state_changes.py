@@ -180,3 +180,16 @@ def test_an_import_suspending_the_active_region_moves_it_to_another_active_enrol
     records = world.client.get("/v1/me/records", headers=holder["headers"]).get_json()["items"]
     assert [r["detail"] for r in records if r["kind"] == "region_switch"] == [
         {"old": "110000", "new": "410700", "by": "registry"}]
+
+
+def test_a_suspended_guardian_links_nobody_and_the_document_says_so(world):
+    """The refusal a suspended voucher meets when linking is one the OpenAPI document lists."""
+    holder = world.holder("王建国")
+    assert world.client.post("/v1/me/loss-report", json={}, headers=holder["headers"]).status_code == 200
+    p = world.person("王小明")
+    resp = world.client.post("/v1/me/family", headers=holder["headers"], json={
+        "id_number": p["id_number"], "name": "王小明", "relation": "parent", "document_ref": "出生证 1"})
+    assert resp.status_code == 403 and problem_code(resp) == "voucher_suspended"
+    doc = world.client.get("/openapi.json").get_json()
+    listed = doc["paths"]["/v1/me/family"]["post"]["responses"]["403"]
+    assert "voucher_suspended" in json.dumps(listed)
