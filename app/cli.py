@@ -228,7 +228,8 @@ def institutions() -> None:
 @click.option("--name", required=True)
 @click.option("--kind", type=click.Choice(["hospital", "pharmacy"]), required=True)
 @click.option("--region", required=True, help="6-digit region code")
-@click.option("--inactive", is_flag=True, help="Register as inactive (may not scan)")
+@click.option("--inactive", is_flag=True,
+              help="Register as inactive (may not scan); without it an existing institution keeps its status")
 def institutions_add(code, name, kind, region, inactive) -> None:
     from .extensions import runtime
     from .services import institutions as svc
@@ -237,7 +238,7 @@ def institutions_add(code, name, kind, region, inactive) -> None:
         session = runtime().session()
         try:
             inst, secret = svc.add(session, code=code, name=name, kind=kind, region_code=region,
-                                   status="inactive" if inactive else "active")
+                                   status="inactive" if inactive else None)
         except ValueError as exc:
             raise click.ClickException(str(exc)) from None
         session.commit()

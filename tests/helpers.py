@@ -92,6 +92,14 @@ class World:
         return {"headers": {"Authorization": f"Bearer {sess['access_token']}"},
                 "voucher_id": act["voucher_id"], "channel_user_id": act["channel_user_id"]}
 
+    def reinstate(self, holder: dict, channel: str = "wechat") -> dict:
+        """Reinstate after a face check in the channel; the reinstatement ends every holder session
+        opened before it, so the holder's headers move to a session opened after it."""
+        out = self.channel(channel).reverify(holder["channel_user_id"], "reinstate")
+        sess = self.channel(channel).session(holder["channel_user_id"])
+        holder["headers"] = {"Authorization": f"Bearer {sess['access_token']}"}
+        return out
+
     def qr(self, holder: dict, **body) -> str:
         resp = self.client.post("/v1/me/qr-tokens", json=body, headers=holder["headers"])
         assert resp.status_code == 201, resp.get_json()

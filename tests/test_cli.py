@@ -59,6 +59,24 @@ def test_institutions_add_prints_secret_once_and_stores_a_hash(env):
     assert bad.exit_code != 0 and "6 digits" in bad.output
 
 
+def test_a_new_secret_for_a_deactivated_institution_leaves_it_inactive(env):
+    """Re-keying is what an operator does to a deactivated institution whose secret leaked: it
+    must not quietly let the institution scan again. Only set-status reactivates."""
+    run("db", "upgrade")
+    add = ("institutions", "add", "--code", "H1", "--name", "示范医院", "--kind", "hospital", "--region", "110000")
+    assert run(*add).exit_code == 0
+    assert run("institutions", "set-status", "--code", "H1", "--status", "inactive").exit_code == 0
+    again = run(*add)
+    assert again.exit_code == 0 and json.loads(again.output)["status"] == "inactive"
+    engine = create_engine(f"sqlite:///{env / 'evoucher.db'}")
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT status FROM institutions")).scalar() == "inactive"
+    assert json.loads(run(*add, "--inactive").output)["status"] == "inactive"
+    assert run("institutions", "set-status", "--code", "H1", "--status", "active").exit_code == 0
+    assert json.loads(run(*add).output)["status"] == "active"  # an active one stays active
+    assert json.loads(run(*add, "--inactive").output)["status"] == "inactive"
+
+
 def test_enrolments_import_reports_lines(env, tmp_path):
     run("db", "upgrade")
     good = make_id_number("110105", "1980-01-02", 7, 1)

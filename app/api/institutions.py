@@ -55,15 +55,20 @@ def oauth_token():
     ttl = rt.config.institution_token_ttl
     token = tokens.issue_access(keys.keyring(rt, session).current, subject=inst.code, audience=INSTITUTION_AUD,
                                 ttl=ttl, now=int(rt.clock.now()), issuer=rt.config.issuer,
-                                claims={"cid": inst.client_id})
+                                claims={"cid": inst.client_id, "sv": institutions.secret_tag(inst.secret_hash)})
     return jsonify(access_token=token, token_type="Bearer", expires_in=ttl)
 
 
-def _institution():
+def _institution(*, scanning: bool = False):
+    """The calling institution. An inactive one is refused here, whatever it asks, as at the
+    token endpoint; a scan refuses it itself (scans.scan, counted in the scan metrics)."""
     rt = runtime()
     inst = institutions.cached(rt, g.auth["sub"])
-    if inst is None:
-        raise DomainError("unauthorized", "Unknown institution")
+    if inst is None or g.auth.get("sv") != inst.secret_tag:  # re-keyed since: the old secret's tokens end
+        raise DomainError("unauthorized", "The access token is invalid or expired",
+                          headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+    if inst.status != "active" and not scanning:
+        raise DomainError("institution_inactive", "This institution is not active")
     return rt, inst
 
 
@@ -71,7 +76,7 @@ def _institution():
 @institution_required
 def create_scan():
     data = body({"token": Field(str, max_len=2048), "purpose": Field(str, choices=scans.PURPOSES)})
-    rt, inst = _institution()
+    rt, inst = _institution(scanning=True)
     answer = scans.scan(rt, inst, data["token"], data["purpose"])  # JSON text, serialized once
     return current_app.response_class(answer + "\n", mimetype=current_app.json.mimetype)
 

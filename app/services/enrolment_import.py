@@ -14,8 +14,10 @@ from sqlalchemy.orm import Session
 
 from crypto import idcard
 
-from ..store.models import Enrolment, Person, utcnow
+from ..errors import DomainError
+from ..store.models import Enrolment, Person, Voucher, utcnow
 from ..text import plain_text
+from . import records, registry
 from .registry import ID_CONTEXT, PHONE_CONTEXT
 
 COLUMNS = ("person_no", "id_type", "id_number", "name", "phone", "region_code", "insurance_type",
@@ -282,3 +284,24 @@ def _apply(session: Session, rt, rows: list[tuple[int, dict]], report: ImportRep
     for obj in list(session.identity_map.values()):
         if isinstance(obj, (Person, Enrolment)):
             session.expire(obj)
+    _keep_active_regions(session, {key for key, r in final.items() if r["status"] != "active"})
+
+
+def _keep_active_regions(session: Session, inactive: set[tuple[int, str]]) -> None:
+    """A voucher's active region is one of its person's active enrolments (SPEC §2). A voucher
+    whose active region an import just made inactive moves to the person's current region (as
+    activation picks it), recorded as a region switch by the registry: otherwise every code the
+    holder showed would carry a region every scan refuses. With no active enrolment left it
+    stays (scans refuse the region, activation the person). Codes already issued keep theirs."""
+    if not inactive:
+        return
+    for voucher in session.scalars(select(Voucher).where(Voucher.person_id.in_({pid for pid, _ in inactive}))):
+        if (voucher.person_id, voucher.active_region) not in inactive:
+            continue
+        try:
+            region = registry.current_region(session, session.get(Person, voucher.person_id))
+        except DomainError:  # no active enrolment left
+            continue
+        old, voucher.active_region = voucher.active_region, region
+        records.record(session, voucher, "region_switch", old=old, new=region, by="registry")
+    session.commit()

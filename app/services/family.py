@@ -14,7 +14,7 @@ from ..errors import DomainError
 from ..store import rowlock
 from ..store.models import FamilyLink, Person, Voucher
 from . import limits, records, registry, revocations, vouchers
-from .vouchers import aware, person_of, utc
+from .vouchers import aware, china_date, person_of, utc
 
 MAX_MEMBERS = 5
 MINOR_MAX_AGE = 16
@@ -82,7 +82,7 @@ def create(session: Session, rt, guardian: Voucher, p: dict) -> dict:
         raise DomainError("family_link_exists", "This member is already linked or invited")
     if len(live) >= MAX_MEMBERS:
         raise DomainError("family_limit_reached", f"A guardian can link at most {MAX_MEMBERS} members")
-    minor = idcard.age(number, now.date()) <= MINOR_MAX_AGE
+    minor = idcard.age(number, china_date(now.timestamp())) <= MINOR_MAX_AGE
     if minor and not p.get("document_ref"):
         raise DomainError("invalid_request", "A minor's link needs a birth certificate or household register number",
                           field="document_ref")

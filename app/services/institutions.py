@@ -23,9 +23,19 @@ def _hash_secret(secret: str) -> str:
     return "sha256$" + hashlib.sha256(secret.encode()).hexdigest()
 
 
+def secret_tag(secret_hash: str) -> str:
+    """Names the client secret an access token was got with (its `sv` claim): a new secret ends
+    the tokens the old one got. A hash of the stored hash, so the token tells nothing of either."""
+    return hashlib.sha256(b"evoucher-secret-tag:" + secret_hash.encode()).hexdigest()[:16]
+
+
 def add(session: Session, *, code: str, name: str, kind: str, region_code: str,
-        status: str = "active") -> tuple[Institution, str]:
-    """Register (or re-key) an institution; returns it with its new client secret, shown once."""
+        status: str | None = None) -> tuple[Institution, str]:
+    """Register (or re-key) an institution; returns it with its new client secret, shown once.
+
+    A new institution is active unless `status` says otherwise; an existing one keeps its status
+    unless `status` is given: re-keying a deactivated institution (its secret leaked, say) must
+    not let it scan again."""
     if not re.fullmatch(r"[A-Za-z0-9]{1,32}", code or ""):
         raise ValueError("institution code must be 1-32 letters or digits")
     if kind not in KINDS:
@@ -41,7 +51,8 @@ def add(session: Session, *, code: str, name: str, kind: str, region_code: str,
     if inst is None:
         inst = Institution(code=code, client_id="inst_" + secrets.token_hex(8))
         session.add(inst)
-    inst.name, inst.kind, inst.region_code, inst.status = name, kind, region_code, status
+    inst.name, inst.kind, inst.region_code = name, kind, region_code
+    inst.status = status or inst.status or "active"
     inst.secret_hash = _hash_secret(secret)
     session.flush()
     return inst, secret
@@ -70,6 +81,7 @@ class InstitutionView:
     kind: str
     region_code: str
     status: str
+    secret_tag: str
 
 
 CACHE_SECONDS = 5.0
@@ -78,13 +90,15 @@ CACHE_SECONDS = 5.0
 def cached(rt, code: str) -> InstitutionView | None:
     """An institution as seen at most 5 s ago: a scan-path read saved per request.
 
-    A deactivation therefore stops scans within 5 seconds (docs/decisions.md)."""
+    A deactivation or a new client secret therefore stops its tokens within 5 seconds
+    (docs/decisions.md)."""
     cache = rt.caches.setdefault("institutions", {})
     now = rt.clock.now()
     hit = cache.get(code)
     if hit is not None and now - hit[1] <= CACHE_SECONDS:
         return hit[0]
     inst = by_code(rt.session(), code)
-    view = InstitutionView(inst.id, inst.code, inst.kind, inst.region_code, inst.status) if inst else None
+    view = (InstitutionView(inst.id, inst.code, inst.kind, inst.region_code, inst.status,
+                            secret_tag(inst.secret_hash)) if inst else None)
     cache_put(cache, code, (view, now), 10_000)
     return view

@@ -1,10 +1,11 @@
 """Loss report (挂失) and reinstatement."""
 from __future__ import annotations
 
+from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from ..errors import DomainError
-from ..store.models import Voucher
+from ..store.models import ChannelBinding, Voucher
 from . import records, revocations
 from .vouchers import utc
 
@@ -35,11 +36,18 @@ def reinstate(session: Session, rt, voucher: Voucher, channel_id: str) -> None:
     Not only the codes from before the loss: a code whose issuance read the voucher just before
     the loss report committed can be dated after the suspension (issuance does not lock the
     voucher). It was never accepted while suspended, and moving `tokens_valid_after` on to the
-    reinstatement keeps it dead now; a holder's first code after it is dated later (app/services/qr.py)."""
+    reinstatement keeps it dead now; a holder's first code after it is dated later (app/services/qr.py).
+
+    Every holder session opened before it ends too, in every channel (each binding's session
+    epoch moves on): a session still open on the lost phone, or opened from it while suspended,
+    would otherwise issue codes again. The holder opens a new one through the channel."""
     if voucher.status == "cancelled":
         raise DomainError("voucher_cancelled", "The voucher is cancelled")
     if voucher.status == "suspended":
         voucher.status, voucher.tokens_valid_after = "active", utc(rt.clock.now())
+        session.execute(update(ChannelBinding).where(ChannelBinding.voucher_id == voucher.id)
+                        .values(session_epoch=ChannelBinding.session_epoch + 1)
+                        .execution_options(synchronize_session=False))
         records.record(session, voucher, "reinstate", channel=channel_id)
         # Caching scanners learn it from the feed too, or they would refuse the fresh codes;
         # its `at` is the new threshold, which they apply as the service does.

@@ -11,7 +11,7 @@ from ..errors import DomainError
 from ..store import rowlock
 from ..store.models import RemoteCareFiling, Voucher
 from . import records, registry
-from .vouchers import MUNICIPALITIES, filing_covers, person_of, same_pooling_area, utc
+from .vouchers import MUNICIPALITIES, china_date, filing_covers, person_of, same_pooling_area, utc
 
 MAX_FILING_DAYS = 366 * 2
 
@@ -48,7 +48,7 @@ def file(session: Session, rt, voucher: Voucher, p: dict) -> dict:
         until = dt.date.fromisoformat(p["valid_until"])
     except ValueError:
         raise DomainError("invalid_request", "valid_from and valid_until must be dates YYYY-MM-DD") from None
-    today = utc(rt.clock.now()).date()
+    today = china_date(rt.clock.now())
     if until < start or until < today:
         raise DomainError("invalid_request", "The validity window must end after it starts and not in the past")
     if (until - start).days > MAX_FILING_DAYS:

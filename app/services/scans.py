@@ -21,7 +21,8 @@ from ..store.models import Enrolment, Person, RemoteCareFiling, Scan, UsageRecor
 from ..store.prepared import Prepared, dialect_insert
 from ..store.writelock import writes
 from . import family, keys, limits, records
-from .vouchers import aware, filing_covers, iso_z, person_card, require_usable, same_pooling_area, utc
+from .vouchers import (aware, china_date, filing_covers, iso_z, person_card, require_usable, same_pooling_area,
+                       utc)
 
 log = logging.getLogger(__name__)
 PURPOSES = ("registration", "outpatient_settlement", "inpatient_settlement", "pharmacy", "query", "emergency")
@@ -289,7 +290,7 @@ def _check(rt, inst, voucher, person, insurance_type, claims, purpose, now) -> d
         raise DomainError("region_not_enrolled", "The person is not actively insured in the code's region")
     filing = None
     if not same_pooling_area(claims.region, inst.region_code) and purpose != "emergency":
-        filing = covering_filing(rt.session(), person.id, inst.region_code, utc(now).date())
+        filing = covering_filing(rt.session(), person.id, inst.region_code, china_date(now))
         if filing is None:
             raise DomainError("remote_care_filing_required",
                               "Care outside the insured area needs a remote-care filing (异地就医备案)")
@@ -325,7 +326,7 @@ def _body(rt, voucher, person, claims, purpose, facts, now) -> dict:
         "scan_id": new_scan_id(rt.clock.now()),
         "ec_token": ec_token(claims.region),
         "ec_token_expires_in": rt.config.ec_token_ttl,
-        "person": person_card(rt, person, utc(now).date()),
+        "person": person_card(rt, person, china_date(now)),
         "insurance": {"region_code": claims.region, "insurance_type": facts["insurance_type"]},
         "voucher_status": voucher.status,
         "presented_by": facts["presenter"],

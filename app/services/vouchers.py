@@ -16,10 +16,16 @@ from ..store.models import ChannelBinding, Person, Voucher
 from . import registry
 
 MUNICIPALITIES = ("11", "12", "31", "50")  # Beijing, Tianjin, Shanghai, Chongqing pool city-wide
+CHINA_TIME = dt.timezone(dt.timedelta(hours=8), "CST")  # China Standard Time, no daylight saving
 
 
 def utc(ts: float) -> dt.datetime:
     return dt.datetime.fromtimestamp(ts, dt.timezone.utc)
+
+
+def china_date(ts: float) -> dt.date:
+    """The calendar date in China at Unix time `ts`: the dates filings are made in and ages count by."""
+    return dt.datetime.fromtimestamp(ts, CHINA_TIME).date()
 
 
 def iso_z(moment: dt.datetime) -> str:
@@ -118,7 +124,7 @@ def holder_view(session: Session, rt, voucher: Voucher) -> dict:
     phone = registry.phone(rt, person)
     bindings = session.scalars(select(ChannelBinding).where(ChannelBinding.voucher_id == voucher.id,
                                                             ChannelBinding.status == "active"))
-    today = utc(rt.clock.now()).date()
+    today = china_date(rt.clock.now())
     return {
         "voucher_id": voucher.voucher_id,
         "status": voucher.status,

@@ -77,6 +77,12 @@ def test_a_family_year(world):
     clock.advance(20)
     world.channel("bank-icbc").reverify(bank["channel_user_id"], "reinstate")
     assert problem_code(world.scan("H320682001", pending)) == "token_revoked"  # old codes stay dead
+    # so do the sessions opened before the reinstatement, the lost phone's among them: the bank
+    # app opens a new one
+    assert problem_code(world.client.post("/v1/me/qr-tokens", json={}, headers=bank_headers)) == "unauthorized"
+    assert problem_code(world.client.get("/v1/me", headers=dad["headers"])) == "unauthorized"
+    bank_sess = world.channel("bank-icbc").session(bank["channel_user_id"])
+    bank_headers = {"Authorization": f"Bearer {bank_sess['access_token']}"}
     assert world.scan("H320682001", world.qr({"headers": bank_headers})).status_code == 200
 
     # December: the son's link is ended; the father's codes for him stop, his records are closed to him.

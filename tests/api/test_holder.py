@@ -130,7 +130,7 @@ def test_a_guardians_loss_report_revokes_the_codes_they_showed_for_members(world
     assert refused.status_code == 401 and problem_code(refused) == "token_revoked"
     assert "guardian" in refused.get_json()["detail"]  # not the ended-link detail
     world.rt.clock.advance(5)
-    world.channel("wechat").reverify(g["channel_user_id"], "reinstate")
+    world.reinstate(g)
     assert problem_code(world.scan("H110000001", shown)) == "token_revoked"
     fresh = world.scan("H110000001", world.qr(g, voucher_id=member_vid))
     assert fresh.status_code == 200 and fresh.get_json()["presented_by"]["relation"] == "parent"

@@ -240,6 +240,6 @@ def test_a_code_issued_while_a_loss_report_commits_stays_dead_after_reinstatemen
     assert claims.iat > dt.datetime.fromisoformat(suspended[-1]["at"]).timestamp()  # dated after the report
     assert problem_code(world.scan("H110000001", raced)) == "voucher_suspended"
     world.rt.clock.advance(5)
-    world.channel("wechat").reverify(h["channel_user_id"], "reinstate")
+    world.reinstate(h)
     assert problem_code(world.scan("H110000001", raced)) == "token_revoked"
     assert world.scan("H110000001", world.qr(h)).status_code == 200

@@ -133,7 +133,7 @@ def test_suspended_voucher_and_revoked_token(world):
     assert problem_code(resp) == "voucher_suspended"
     # reinstated through the channel: the old token stays dead, a new one works
     world.rt.clock.advance(2)
-    world.channel("wechat").reverify(holder["channel_user_id"], "reinstate")
+    world.reinstate(holder)
     resp = world.scan("H110000001", token)
     assert problem_code(resp) == "token_revoked"
     assert world.scan("H110000001", world.qr(holder)).status_code == 200
@@ -145,7 +145,7 @@ def test_the_first_code_after_a_reinstatement_is_dated_after_it(world):
     holder = world.holder("张丽")
     assert world.client.post("/v1/me/loss-report", json={}, headers=holder["headers"]).status_code == 200
     world.rt.clock.advance(2.25)  # the reinstatement lands a quarter into a second
-    world.channel("wechat").reverify(holder["channel_user_id"], "reinstate")
+    world.reinstate(holder)
     assert world.rt.clock.sleeps == []
     resp = world.client.post("/v1/me/qr-tokens", json={}, headers=holder["headers"])
     assert resp.status_code == 201 and world.rt.clock.sleeps == [0.75]

@@ -1,0 +1,195 @@
+"""What a state change leaves behind: credentials and facts from before it are refused after it,
+and what should keep working does."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+from tests.helpers import problem_code
+
+CHINA = dt.timezone(dt.timedelta(hours=8))
+
+
+def _bearer(session: dict) -> dict:
+    return {"Authorization": f"Bearer {session['access_token']}"}
+
+
+def test_a_session_from_before_a_loss_report_does_not_come_back_with_the_reinstatement(world):
+    """A lost phone's open holder session must not issue codes again once the owner is reinstated."""
+    holder = world.holder("张丽")
+    lost_phone = holder["headers"]
+    assert world.client.post("/v1/me/loss-report", json={}, headers=lost_phone).status_code == 200
+    # while suspended the session still shows the state and the records (the holder page does)
+    assert world.client.get("/v1/me", headers=lost_phone).get_json()["status"] == "suspended"
+    assert world.client.get("/v1/me/records", headers=lost_phone).status_code == 200
+    world.rt.clock.advance(30)
+    during = _bearer(world.channel("wechat").session(holder["channel_user_id"]))  # opened while suspended
+    world.rt.clock.advance(30)
+    world.channel("wechat").reverify(holder["channel_user_id"], "reinstate")
+    for headers in (lost_phone, during):
+        resp = world.client.post("/v1/me/qr-tokens", json={}, headers=headers)
+        assert resp.status_code == 401 and problem_code(resp) == "unauthorized"
+        assert problem_code(world.client.get("/v1/me/records", headers=headers)) == "unauthorized"
+    fresh = _bearer(world.channel("wechat").session(holder["channel_user_id"]))
+    code = world.client.post("/v1/me/qr-tokens", json={}, headers=fresh)
+    assert code.status_code == 201
+    assert world.scan("H110000001", code.get_json()["token"]).status_code == 200
+
+
+def test_a_reinstatement_ends_the_sessions_of_every_channel_and_later_ones_work(world):
+    """The reinstatement may come through another channel than the one the lost phone used."""
+    holder = world.holder("张丽")
+    other = world.holder("张丽", channel="alipay")
+    assert world.client.post("/v1/me/loss-report", json={}, headers=holder["headers"]).status_code == 200
+    world.channel("alipay").reverify(other["channel_user_id"], "reinstate")  # in the same second
+    assert problem_code(world.client.get("/v1/me", headers=holder["headers"])) == "unauthorized"
+    assert problem_code(world.client.get("/v1/me", headers=other["headers"])) == "unauthorized"
+    for channel, user in (("wechat", holder["channel_user_id"]), ("alipay", other["channel_user_id"])):
+        fresh = _bearer(world.channel(channel).session(user))
+        assert world.client.get("/v1/me", headers=fresh).get_json()["status"] == "active"
+        assert world.scan("H110000001", world.qr({"headers": fresh})).status_code == 200
+
+
+def _set_institution(world, code: str, **values) -> None:
+    from app.services import institutions
+    with world.app.app_context():
+        s = world.rt.session()
+        inst = institutions.by_code(s, code)
+        for name, value in values.items():
+            setattr(inst, name, value)
+        s.commit()
+
+
+def test_a_deactivated_institution_reads_nothing_with_the_token_it_still_holds(world):
+    """Deactivated institutions get no token (oauth/token); the one they hold stops at once too,
+    for reading scans and the feed as for scanning, not only when it expires."""
+    holder = world.holder("张丽")
+    scan_id = world.scan("H110000001", world.qr(holder)).get_json()["scan_id"]
+    headers = world.inst_headers("H110000001")
+    _set_institution(world, "H110000001", status="inactive")
+    world.rt.clock.advance(6)  # past the per-worker institution cache (5 s)
+    for resp in (world.client.get(f"/v1/scans/{scan_id}", headers=headers),
+                 world.client.get("/v1/revocations", headers=headers)):
+        assert resp.status_code == 403 and problem_code(resp) == "institution_inactive"
+    _set_institution(world, "H110000001", status="active")
+    world.rt.clock.advance(6)
+    assert world.client.get(f"/v1/scans/{scan_id}", headers=headers).status_code == 200
+
+
+def test_a_new_client_secret_ends_the_tokens_the_old_one_got(world):
+    """Re-keying (institutions add again) is what an operator does when a secret leaks: the
+    tokens already got with the leaked secret must stop too, not live out their 15 minutes."""
+    import base64
+
+    from app.services import institutions
+    holder = world.holder("张丽")
+    old = world.inst_headers("H110000001")
+    with world.app.app_context():
+        s = world.rt.session()
+        inst, secret = institutions.add(s, code="H110000001", name="示范医院", kind="hospital", region_code="110000")
+        client_id = inst.client_id
+        s.commit()
+    world.rt.clock.advance(6)  # past the per-worker institution cache (5 s)
+    for resp in (world.client.post("/v1/scans", json={"token": world.qr(holder), "purpose": "query"}, headers=old),
+                 world.client.get("/v1/revocations", headers=old)):
+        assert resp.status_code == 401 and problem_code(resp) == "unauthorized"
+    basic = base64.b64encode(f"{client_id}:{secret}".encode()).decode()
+    got = world.client.post("/v1/oauth/token", data={"grant_type": "client_credentials"},
+                            headers={"Authorization": f"Basic {basic}"}).get_json()
+    new = {"Authorization": f"Bearer {got['access_token']}"}
+    resp = world.client.post("/v1/scans", json={"token": world.qr(holder), "purpose": "query"}, headers=new)
+    assert resp.status_code == 200
+
+
+def _at_china_time(world, moment) -> None:
+    """Move the clock forward to `moment` (an aware datetime)."""
+    target = moment.timestamp()
+    assert target > world.rt.clock.now()
+    world.rt.clock.advance(target - world.rt.clock.now())
+
+
+def test_a_filing_runs_by_china_dates(world):
+    """A filing's window is in the dates its holder filed, China's (UTC+8): it covers the whole
+    first day and ends with the last day, not 8 hours into the next one."""
+    import datetime as dt
+    holder = world.holder("张丽")  # insured in Beijing only
+    today = dt.datetime.fromtimestamp(world.rt.clock.now(), CHINA).date()
+    one_day = {"care_region_code": "320682", "valid_from": today.isoformat(), "valid_until": today.isoformat()}
+    later = {"care_region_code": "410700", "valid_from": (today + dt.timedelta(days=2)).isoformat(),
+             "valid_until": (today + dt.timedelta(days=3)).isoformat()}
+    for body in (one_day, later):
+        assert world.client.post("/v1/me/remote-care-filings", json=body, headers=holder["headers"]).status_code == 201
+    # half past midnight after the last day, in China (still the last day in UTC)
+    _at_china_time(world, dt.datetime.combine(today + dt.timedelta(days=1), dt.time(0, 30), CHINA))
+    holder = world.holder("张丽")  # a fresh session: the first one has expired
+    resp = world.scan("H320682001", world.qr(holder))
+    assert resp.status_code == 403 and problem_code(resp) == "remote_care_filing_required"
+    # seven in the morning of the later filing's first day, in China (the day before in UTC)
+    _at_china_time(world, dt.datetime.combine(today + dt.timedelta(days=2), dt.time(7, 0), CHINA))
+    holder = world.holder("张丽")
+    assert world.scan("H410700001", world.qr(holder)).status_code == 200
+
+
+def test_a_member_seventeen_today_in_china_must_accept(world):
+    """SPEC §2: a member over 16 must accept the link. Their age is counted in China's days: on
+    their 17th birthday, early in the morning, they are not linked at once as a minor."""
+    from app.demo import make_id_number
+    from app.services import enrolment_import
+    guardian = world.holder("王建国")
+    today = dt.datetime.fromtimestamp(world.rt.clock.now(), CHINA).date()
+    birthday = today + dt.timedelta(days=1)
+    born = birthday.replace(year=birthday.year - 17)
+    number = make_id_number("110105", born.isoformat(), 77, 1)
+    row = {"person_no": "T17", "id_type": "01", "id_number": number, "name": "王十七", "phone": "13800001777",
+           "region_code": "110000", "insurance_type": "resident", "status": "active", "since": "2020-01-01"}
+    with world.app.app_context():
+        report = enrolment_import.import_text(world.rt.session(), world.rt, json.dumps(row), "jsonl")
+        assert not report.errors
+    _at_china_time(world, dt.datetime.combine(birthday, dt.time(1, 0), CHINA))
+    guardian = world.holder("王建国")
+    link = world.client.post("/v1/me/family", headers=guardian["headers"], json={
+        "id_number": number, "name": "王十七", "relation": "parent", "document_ref": "出生证 T17"})
+    assert link.status_code == 201 and link.get_json()["status"] == "pending"
+
+
+def test_an_import_suspending_the_active_region_moves_it_to_another_active_enrolment(world):
+    """SPEC §2: the active region is one of the person's active enrolments. When the registry
+    suspends it, the holder's fresh codes carry their other active enrolment (as a re-activation
+    would pick it), not a region every scan refuses; codes already issued keep theirs."""
+    from app.services import enrolment_import
+    holder = world.holder("刘洋")  # employee in 410700 since 2009 and in 110000 since 2019
+    assert world.client.get("/v1/me", headers=holder["headers"]).get_json()["active_region"] == "110000"
+    before = world.qr(holder)
+    p = world.person("刘洋")
+    row = {"person_no": None, "id_type": "01", "id_number": p["id_number"], "name": "刘洋",
+           "phone": p["phone"], "region_code": "110000", "insurance_type": "employee", "status": "suspended",
+           "since": "2019-03-01"}
+    with world.app.app_context():
+        s = world.rt.session()
+        from sqlalchemy import select
+
+        from app.store.models import Person
+        row["person_no"] = s.scalars(select(Person.person_no).where(Person.name == "刘洋")).one()
+        report = enrolment_import.import_text(s, world.rt, json.dumps(row), "jsonl")
+        assert not report.errors and report.applied == 1
+    me = world.client.get("/v1/me", headers=holder["headers"]).get_json()
+    assert me["active_region"] == "410700"
+    assert problem_code(world.scan("H110000001", before)) == "region_not_enrolled"
+    fresh = world.scan("H410700001", world.qr(holder))
+    assert fresh.status_code == 200 and fresh.get_json()["insurance"]["region_code"] == "410700"
+    records = world.client.get("/v1/me/records", headers=holder["headers"]).get_json()["items"]
+    assert [r["detail"] for r in records if r["kind"] == "region_switch"] == [
+        {"old": "110000", "new": "410700", "by": "registry"}]
+
+
+def test_a_suspended_guardian_links_nobody_and_the_document_says_so(world):
+    """The refusal a suspended voucher meets when linking is one the OpenAPI document lists."""
+    holder = world.holder("王建国")
+    assert world.client.post("/v1/me/loss-report", json={}, headers=holder["headers"]).status_code == 200
+    p = world.person("王小明")
+    resp = world.client.post("/v1/me/family", headers=holder["headers"], json={
+        "id_number": p["id_number"], "name": "王小明", "relation": "parent", "document_ref": "出生证 1"})
+    assert resp.status_code == 403 and problem_code(resp) == "voucher_suspended"
+    doc = world.client.get("/openapi.json").get_json()
+    listed = doc["paths"]["/v1/me/family"]["post"]["responses"]["403"]
+    assert "voucher_suspended" in json.dumps(listed)
