@@ -21,9 +21,6 @@ class Clock:
     def now(self) -> float:
         return time.time()
 
-    def sleep(self, seconds: float) -> None:
-        time.sleep(seconds)
-
 
 @dataclass
 class Runtime:

@@ -53,16 +53,11 @@ class FrozenClock:
 
     def __init__(self, t: float = 1_790_000_000.0):
         self.t = t
-        self.sleeps: list[float] = []  # what the service waited for (app/services/qr.py)
 
     def now(self) -> float:
         return self.t
 
     def advance(self, seconds: float) -> None:
-        self.t += seconds
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
         self.t += seconds
 
 

@@ -77,24 +77,20 @@ def issue_time(rt, *vouchers) -> int:
     """The code's `iat`: now in whole seconds, and later than the `tokens_valid_after` of every
     voucher given (the member's, and the guardian's that shows it: app/services/family.presenter).
 
-    In the second of a reinstatement, a code dated now would be refused from birth (scans
-    admit only codes issued after the threshold, in whole seconds), so issuance waits for the
-    next second: at most one, once per reinstatement. A wait of more than a second means
-    another node's clock runs ahead of this one's; rather than hold the worker, the holder's
-    app is asked to try again."""
+    In the second of a reinstatement, a code dated now (rounded down) would be refused from
+    birth: scans admit only codes issued after the threshold. Such a code is dated at the next
+    whole second instead, less than a second ahead: well inside the 5 s every verifier allows
+    (docs/token-format.md), and no worker waits. A threshold more than a second ahead means
+    another node's clock runs ahead of this one's; the holder's app is asked to try again."""
     now = rt.clock.now()
     thresholds = [v.tokens_valid_after for v in vouchers if v.tokens_valid_after is not None]
     if not thresholds:
         return int(now)
     first = int(max(aware(t).timestamp() for t in thresholds)) + 1
-    if now < first:
-        wait = first - now
-        if wait > 1:
-            raise DomainError("service_unavailable", "Try again in a moment",
-                              headers={"Retry-After": str(math.ceil(wait))})
-        rt.clock.sleep(wait)
-        now = max(rt.clock.now(), first)
-    return int(now)
+    if first - now > 1:
+        raise DomainError("service_unavailable", "Try again in a moment",
+                          headers={"Retry-After": str(math.ceil(first - now))})
+    return max(int(now), first)
 
 
 def refresh_in(lifetime: int) -> int:

@@ -290,7 +290,9 @@ def test_nothing_lost_and_nobody_let_in_under_load(server, backend):
         by_kind[call.kind].append(call)
     scans = by_kind["scan"]
     real = [c for c in scans if c.tampered is None]
-    assert len(load.accepted) > 100 and len(scans) > 400, Counter(c.code for c in scans)
+    # Enough traffic that the checks below are not vacuous: a quiet 2-core machine accepts about
+    # 200 of about 650 scans; a loaded one (a CI neighbour) half that.
+    assert len(load.accepted) > 40 and len(scans) > 150, Counter(c.code for c in scans)
 
     # Every answer is a success or a documented problem, never a 5xx.
     for call in calls:

@@ -141,22 +141,31 @@ def test_suspended_voucher_and_revoked_token(world):
 
 def test_the_first_code_after_a_reinstatement_is_dated_after_it(world):
     """Codes issued at or before the reinstatement's second are refused; one asked for within
-    that second waits for the next (never more than the rest of it) and scans."""
+    that second is dated at the next whole second (not rounded down into the refused one), and
+    scans at once."""
     holder = world.holder("张丽")
     assert world.client.post("/v1/me/loss-report", json={}, headers=holder["headers"]).status_code == 200
     world.rt.clock.advance(2.25)  # the reinstatement lands a quarter into a second
     world.reinstate(holder)
-    assert world.rt.clock.sleeps == []
+    reinstated = world.rt.clock.now()
     resp = world.client.post("/v1/me/qr-tokens", json={}, headers=holder["headers"])
-    assert resp.status_code == 201 and world.rt.clock.sleeps == [0.75]
+    assert resp.status_code == 201
+    assert _iat(world, resp.get_json()["token"]) == int(reinstated) + 1
     assert world.scan("H110000001", resp.get_json()["token"]).status_code == 200
-    world.qr(holder)  # later codes wait for nothing
-    assert world.rt.clock.sleeps == [0.75]
+    world.rt.clock.advance(1.5)  # later codes carry their own second
+    assert _iat(world, world.qr(holder)) == int(world.rt.clock.now())
+
+
+def _iat(world, token: str) -> int:
+    from app.services import keys
+    from crypto import tokens
+    with world.app.app_context():
+        return tokens.verify(token, keys.keyring(world.rt), int(world.rt.clock.now())).iat
 
 
 def test_a_threshold_ahead_of_this_nodes_clock_asks_the_app_to_retry(world):
-    """Another node's clock ahead of this one: rather than hold a worker for seconds, issuance
-    answers 503 with the wait in Retry-After."""
+    """Another node's clock more than a second ahead of this one: rather than date a code
+    seconds into the future, issuance answers 503 with the wait in Retry-After."""
     import datetime as dt
 
     from sqlalchemy import update
@@ -168,7 +177,7 @@ def test_a_threshold_ahead_of_this_nodes_clock_asks_the_app_to_retry(world):
         conn.execute(update(Voucher).where(Voucher.voucher_id == holder["voucher_id"]).values(tokens_valid_after=ahead))
     resp = world.client.post("/v1/me/qr-tokens", json={}, headers=holder["headers"])
     assert resp.status_code == 503 and problem_code(resp) == "service_unavailable"
-    assert resp.headers["Retry-After"] == "3" and world.rt.clock.sleeps == []
+    assert resp.headers["Retry-After"] == "3"
 
 
 def test_voucher_not_found_for_a_cancelled_record(world):
