@@ -21,6 +21,16 @@ def _me():
     return rt, session, activation.holder_from_claims(session, g.auth)
 
 
+def _me_to_change():
+    """As _me, for a request that changes the voucher or what hangs on it. A suspended voucher
+    (reported lost) changes nothing until it is reinstated: the session asking may be the lost
+    phone's. It still shows its state and records, and may report the loss and unbind a channel,
+    which only take access away (docs/decisions.md, "Loss report")."""
+    rt, session, voucher = _me()
+    vouchers.require_usable(voucher)
+    return rt, session, voucher
+
+
 @bp.get("")
 @holder_required
 def me():
@@ -44,7 +54,7 @@ def qr_tokens():
 @holder_required
 def active_region():
     data = body({"region_code": REGION})
-    rt, session, voucher = _me()
+    rt, session, voucher = _me_to_change()
     return jsonify(regions.switch(session, rt, voucher, data["region_code"]))
 
 
@@ -61,8 +71,7 @@ def family_create():
     data = body({"id_number": Field(str, max_len=32), "name": Field(str, max_len=64),
                  "relation": Field(str, choices=family.RELATIONS),
                  "document_ref": Field(str, required=False, max_len=128)})
-    rt, session, voucher = _me()
-    vouchers.require_usable(voucher)
+    rt, session, voucher = _me_to_change()
     return jsonify(family.create(session, rt, voucher, data)), 201
 
 
@@ -70,14 +79,14 @@ def family_create():
 @holder_required
 def family_accept(link_id: str):
     body({})
-    rt, session, voucher = _me()
+    rt, session, voucher = _me_to_change()
     return jsonify(family.accept(session, rt, voucher, link_id))
 
 
 @bp.delete("/family/<link_id>")
 @holder_required
 def family_end(link_id: str):
-    rt, session, voucher = _me()
+    rt, session, voucher = _me_to_change()
     return jsonify(family.end(session, rt, voucher, link_id))
 
 
@@ -92,14 +101,14 @@ def filings_list():
 @holder_required
 def filings_create():
     data = body({"care_region_code": REGION, "valid_from": DATE, "valid_until": DATE})
-    rt, session, voucher = _me()
+    rt, session, voucher = _me_to_change()
     return jsonify(regions.file(session, rt, voucher, data)), 201
 
 
 @bp.delete("/remote-care-filings/<filing_id>")
 @holder_required
 def filings_cancel(filing_id: str):
-    rt, session, voucher = _me()
+    rt, session, voucher = _me_to_change()
     return jsonify(regions.cancel(session, rt, voucher, filing_id))
 
 
@@ -107,7 +116,7 @@ def filings_cancel(filing_id: str):
 @holder_required
 def pin():
     data = body({"old_pin": Field(str, required=False, pattern=r"\d{6}", max_len=6), "new_pin": PIN})
-    rt, session, voucher = _me()
+    rt, session, voucher = _me_to_change()
     return jsonify(pins.change(session, rt, voucher, data.get("old_pin"), data["new_pin"]))
 
 
@@ -115,7 +124,7 @@ def pin():
 @holder_required
 def pin_free_limit():
     data = body({"amount_fen": Field(int, min=0, max=pins.MAX_FREE_LIMIT_FEN), "pin": PIN})
-    rt, session, voucher = _me()
+    rt, session, voucher = _me_to_change()
     return jsonify(pins.set_free_limit(session, rt, voucher, data["amount_fen"], data["pin"]))
 
 
@@ -131,7 +140,7 @@ def loss_report():
 @holder_required
 def phone():
     data = body({"phone": Field(str, pattern=r"1\d{10}", max_len=11), "pin": PIN})
-    rt, session, voucher = _me()
+    rt, session, voucher = _me_to_change()
     return jsonify(pins.change_phone(session, rt, voucher, data["phone"], data["pin"]))
 
 

@@ -48,6 +48,7 @@ INST = [{"institutionToken": []}]
 HOLDER = [{"holderToken": []}]
 CHANNEL = [{"channelSignature": []}]
 COMMON = ("invalid_request", "payload_too_large")
+FROZEN = ("voucher_suspended", "voucher_cancelled")  # what a holder may not change while reported lost
 TOKEN_ERRORS = ("token_malformed", "token_signature_invalid", "token_unknown_key", "token_expired",
                 "token_already_used", "token_revoked", "voucher_not_found", "voucher_suspended",
                 "voucher_cancelled", "institution_inactive", "region_not_enrolled",
@@ -123,42 +124,42 @@ def document() -> dict:
                                         body=_body({"voucher_id": S, "format": {"enum": ["ev1", "jwt"]},
                                                     "image": {"enum": ["svg", "png"]}}, []))},
         "/v1/me/active-region": {"put": op("Switch the active insured region", "holders",
-                                           {**_json(OBJ), **_err("region_not_enrolled", "unauthorized", *COMMON)},
+                                           {**_json(OBJ), **_err("region_not_enrolled", *FROZEN, "unauthorized", *COMMON)},
                                            security=HOLDER, body=_body({"region_code": REGION}, ["region_code"]))},
         "/v1/me/family": {
             "get": op("Family links", "holders", {**_json(OBJ), **_err("unauthorized")}, security=HOLDER),
             "post": op("Link a family member (亲情账户)", "holders",
                        {**_json(OBJ, "Created", "201"), **_err("family_limit_reached", "family_link_exists",
                                                                "person_not_enrolled", "invalid_id_number",
-                                                               "voucher_suspended", "voucher_cancelled",
-                                                               "rate_limited", "unauthorized", *COMMON)},
+                                                               *FROZEN, "rate_limited", "unauthorized", *COMMON)},
                        security=HOLDER, body=_body({"id_number": S, "name": S, "relation": {"enum": list(RELATIONS)},
                                                     "document_ref": S}, ["id_number", "name", "relation"]))},
         "/v1/me/family/{link_id}/accept": {"post": op(
             "Accept a link as the member (after a family_accept re-verification)", "holders",
-            {**_json(OBJ), **_err("family_link_not_found", "reverification_required", "unauthorized")},
+            {**_json(OBJ), **_err("family_link_not_found", "reverification_required", *FROZEN, "unauthorized")},
             security=HOLDER, params=[path_param("link_id")])},
         "/v1/me/family/{link_id}": {"delete": op(
             "End a link (either side); the guardian's tokens for the member are revoked", "holders",
-            {**_json(OBJ), **_err("family_link_not_found", "unauthorized")}, security=HOLDER,
+            {**_json(OBJ), **_err("family_link_not_found", *FROZEN, "unauthorized")}, security=HOLDER,
             params=[path_param("link_id")])},
         "/v1/me/remote-care-filings": {
             "get": op("Remote-care filings", "holders", {**_json(OBJ), **_err("unauthorized")}, security=HOLDER),
             "post": op("File remote care (异地就医备案)", "holders",
-                       {**_json(OBJ, "Created", "201"), **_err("unauthorized", *COMMON)}, security=HOLDER,
+                       {**_json(OBJ, "Created", "201"), **_err(*FROZEN, "unauthorized", *COMMON)}, security=HOLDER,
                        body=_body({"care_region_code": REGION, "valid_from": {"type": "string", "format": "date"},
                                    "valid_until": {"type": "string", "format": "date"}},
                                   ["care_region_code", "valid_from", "valid_until"]))},
         "/v1/me/remote-care-filings/{filing_id}": {"delete": op(
-            "Cancel a filing", "holders", {**_json(OBJ), **_err("filing_not_found", "unauthorized")},
+            "Cancel a filing", "holders", {**_json(OBJ), **_err("filing_not_found", *FROZEN, "unauthorized")},
             security=HOLDER, params=[path_param("filing_id")])},
         "/v1/me/pin": {"put": op("Set, change or reset the payment PIN", "holders",
                                  {**_json(OBJ), **_err("pin_invalid", "pin_locked", "pin_too_weak", "pin_required",
-                                                       "rate_limited", "unauthorized", *COMMON)},
+                                                       *FROZEN, "rate_limited", "unauthorized", *COMMON)},
                                  security=HOLDER, body=_body({"old_pin": PIN, "new_pin": PIN}, ["new_pin"]))},
         "/v1/me/pin-free-limit": {"put": op("Password-free limit (限额免密) in fen, 0-500000", "holders",
                                             {**_json(OBJ), **_err("pin_invalid", "pin_locked", "pin_required",
-                                                                  "pin_change_required", "unauthorized", *COMMON)},
+                                                                  "pin_change_required", *FROZEN, "unauthorized",
+                                                                  *COMMON)},
                                             security=HOLDER, body=_body({"amount_fen": {
                                                 "type": "integer", "minimum": 0, "maximum": 500000}, "pin": PIN},
                                                 ["amount_fen", "pin"]))},
@@ -167,7 +168,7 @@ def document() -> dict:
                                           security=HOLDER)},
         "/v1/me/phone": {"put": op("Change phone (needs the PIN)", "holders",
                                    {**_json(OBJ), **_err("pin_invalid", "pin_locked", "pin_required",
-                                                         "unauthorized", *COMMON)},
+                                                         *FROZEN, "unauthorized", *COMMON)},
                                    security=HOLDER, body=_body({"phone": PHONE, "pin": PIN}, ["phone", "pin"]))},
         "/v1/me/channels/{channel_id}": {"delete": op(
             "Unbind one channel (needs the PIN)", "holders",

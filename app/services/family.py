@@ -149,7 +149,7 @@ def end(session: Session, rt, voucher: Voucher, link_id: str) -> dict:
     member_voucher = vouchers.of_person(session, link.member_person_id)
     if member_voucher is not None:
         for token_id in rt.store.members(issued_group(member_voucher.voucher_id, guardian.voucher_id)):
-            revocations.add(session, kind="token", subject=token_id, reason="family_link_ended")
+            revocations.add(session, kind="token", subject=token_id, reason="family_link_ended", created_at=now)
         records.record(session, member_voucher, "family_end", link_id=link_id, by=link.ended_by)
     records.record(session, guardian, "family_end", link_id=link_id, by=link.ended_by)
     session.commit()

@@ -113,6 +113,8 @@ def test_ending_a_link_revokes_the_guardians_tokens(world):
     later = world.client.get(f"/v1/revocations?since={feed['next']}", headers=world.inst_headers("H110000001"))
     assert {i["kind"] for i in later.get_json()["items"]} == {"token"}
     assert len(later.get_json()["items"]) == 2
+    ended = dt.datetime.fromtimestamp(world.rt.clock.now(), dt.timezone.utc)  # the service's clock, as every `at`
+    assert {dt.datetime.fromisoformat(i["at"]) for i in later.get_json()["items"]} == {ended}
     resp = world.client.post("/v1/me/qr-tokens", json={"voucher_id": member_vid}, headers=g["headers"])
     assert problem_code(resp) == "forbidden"
     resp = world.client.get(f"/v1/me/records?voucher_id={member_vid}", headers=g["headers"])

@@ -193,3 +193,68 @@ def test_a_suspended_guardian_links_nobody_and_the_document_says_so(world):
     doc = world.client.get("/openapi.json").get_json()
     listed = doc["paths"]["/v1/me/family"]["post"]["responses"]["403"]
     assert "voucher_suspended" in json.dumps(listed)
+
+
+# Every holder request that changes something, with a body that would succeed on an active voucher.
+CHANGES = [
+    ("put", "/v1/me/active-region", lambda ctx: {"region_code": ctx["other_region"]}),
+    ("post", "/v1/me/remote-care-filings",
+     lambda ctx: {"care_region_code": "320600", "valid_from": ctx["today"], "valid_until": ctx["today"]}),
+    ("delete", "/v1/me/remote-care-filings/{filing_id}", lambda ctx: None),
+    ("delete", "/v1/me/family/{link_id}", lambda ctx: None),
+    ("put", "/v1/me/pin-free-limit", lambda ctx: {"amount_fen": 5000, "pin": "258013"}),
+    ("put", "/v1/me/phone", lambda ctx: {"phone": "13900001111", "pin": "258013"}),
+    ("put", "/v1/me/pin", lambda ctx: {"old_pin": "258013", "new_pin": "470136"}),  # last: the PIN the others use
+]
+
+
+def test_a_suspended_voucher_changes_nothing_until_reinstated(world):
+    """A session on the lost phone (or any the channel still opens) keeps showing the voucher and
+    its records while it is suspended, but changes nothing: no region switch, filing, link end,
+    PIN, password-free limit or phone. Each is refused with voucher_suspended and leaves the
+    voucher as it was; after the reinstatement the same requests work."""
+    holder = world.holder("刘洋", pin="258013")  # insured in Beijing (110000) and Xinxiang (410700)
+    today = dt.datetime.fromtimestamp(world.rt.clock.now(), CHINA).date().isoformat()
+    filing = world.client.post("/v1/me/remote-care-filings", headers=holder["headers"], json={
+        "care_region_code": "320600", "valid_from": today, "valid_until": today}).get_json()
+    member = world.person("王小明")
+    link = world.client.post("/v1/me/family", headers=holder["headers"], json={
+        "id_number": member["id_number"], "name": "王小明", "relation": "parent",
+        "document_ref": "出生证 1"}).get_json()
+    before = world.client.get("/v1/me", headers=holder["headers"]).get_json()
+    ctx = {"today": today, "filing_id": filing["filing_id"], "link_id": link["link_id"],
+           "other_region": "410700" if before["active_region"] == "110000" else "110000"}
+    assert world.client.post("/v1/me/loss-report", json={}, headers=holder["headers"]).status_code == 200
+
+    def send(method, path, make):
+        return getattr(world.client, method)(path.format(**ctx), json=make(ctx), headers=holder["headers"])
+    document = world.client.get("/openapi.json").get_json()["paths"]
+    for method, path, make in CHANGES:
+        resp = send(method, path, make)
+        assert resp.status_code == 403 and problem_code(resp) == "voucher_suspended", (path, resp.get_json())
+        listed = document[path][method]["responses"]["403"]["description"]  # the OpenAPI path template
+        assert "voucher_suspended" in listed.removeprefix("codes: ").split(", "), path
+    after = world.client.get("/v1/me", headers=holder["headers"]).get_json()
+    assert {**after, "status": "active"} == {**before, "status": "active"}
+    kinds = [r["kind"] for r in world.client.get("/v1/me/records", headers=holder["headers"]).get_json()["items"]]
+    assert kinds[0] == "loss_report"  # nothing recorded after it
+    world.rt.clock.advance(5)
+    world.reinstate(holder)
+    for method, path, make in CHANGES:
+        assert send(method, path, make).status_code < 300, path
+
+
+def test_a_suspended_member_accepts_no_invitation(world):
+    """Accepting a guardian's invitation lets the guardian show the member's codes: not from a
+    voucher reported lost, even after the channel's face check."""
+    g = world.holder("王建国")
+    member = world.person("李秀英")
+    link = world.client.post("/v1/me/family", headers=g["headers"], json={
+        "id_number": member["id_number"], "name": "李秀英", "relation": "child"}).get_json()
+    m = world.holder("李秀英")
+    assert world.client.post("/v1/me/loss-report", json={}, headers=m["headers"]).status_code == 200
+    world.channel("wechat").reverify(m["channel_user_id"], "family_accept")
+    resp = world.client.post(f"/v1/me/family/{link['link_id']}/accept", json={}, headers=m["headers"])
+    assert resp.status_code == 403 and problem_code(resp) == "voucher_suspended"
+    mine = world.client.get("/v1/me/family", headers=m["headers"]).get_json()["items"]
+    assert [i["status"] for i in mine if i["link_id"] == link["link_id"]] == ["pending"]
