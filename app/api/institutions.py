@@ -59,7 +59,7 @@ def oauth_token():
     return jsonify(access_token=token, token_type="Bearer", expires_in=ttl)
 
 
-def _institution(*, scanning: bool = False):
+def calling_institution(*, scanning: bool = False):
     """The calling institution. An inactive one is refused here, whatever it asks, as at the
     token endpoint; a scan refuses it itself (scans.scan, counted in the scan metrics)."""
     rt = runtime()
@@ -76,7 +76,7 @@ def _institution(*, scanning: bool = False):
 @institution_required
 def create_scan():
     data = body({"token": Field(str, max_len=2048), "purpose": Field(str, choices=scans.PURPOSES)})
-    rt, inst = _institution(scanning=True)
+    rt, inst = calling_institution(scanning=True)
     answer = scans.scan(rt, inst, data["token"], data["purpose"])  # JSON text, serialized once
     return current_app.response_class(answer + "\n", mimetype=current_app.json.mimetype)
 
@@ -84,12 +84,12 @@ def create_scan():
 @bp.get("/scans/<scan_id>")
 @institution_required
 def get_scan(scan_id: str):
-    rt, inst = _institution()
+    rt, inst = calling_institution()
     return jsonify(scans.get(rt.session(), inst, scan_id))
 
 
 @bp.get("/revocations")
 @institution_required
 def revocation_feed():
-    rt, _ = _institution()
+    rt, _ = calling_institution()
     return jsonify(revocations.feed(rt.session(), cursor(request.args.get("since"), "since") or 0))

@@ -200,7 +200,8 @@ def document() -> dict:
         "/m/": {"get": op("Holder page (mobile)", "pages", html)},
         "/scanner/": {"get": op("Institution desk scanner page", "pages", html)},
         "/scanner/decode": {"post": op("Decode an uploaded photo of a QR code", "pages",
-                                       {**_json(OBJ), **_err("token_malformed", "unauthorized", *COMMON)},
+                                       {**_json(OBJ), **_err("token_malformed", "institution_inactive", "unauthorized",
+                                                             *COMMON)},
                                        security=INST, body={"content": {"multipart/form-data": {"schema": {
                                            "type": "object", "properties": {"image": {"type": "string",
                                                                                       "format": "binary"}}}}}})},

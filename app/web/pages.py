@@ -4,6 +4,7 @@ from __future__ import annotations
 from flask import Blueprint, jsonify, render_template, request
 
 from ..api.auth import institution_required
+from ..api.institutions import calling_institution
 from ..errors import DomainError
 from . import decode
 
@@ -61,6 +62,7 @@ def scanner():
 @bp.post("/scanner/decode")
 @institution_required
 def scanner_decode():
+    calling_institution()  # an active institution whose token was got with its current secret
     upload = request.files.get("image")
     if upload is None:
         raise DomainError("invalid_request", "Send the photo as the multipart field 'image'", field="image")

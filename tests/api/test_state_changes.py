@@ -3,6 +3,7 @@ and what should keep working does."""
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
 
 from tests.helpers import problem_code
@@ -62,14 +63,16 @@ def _set_institution(world, code: str, **values) -> None:
 
 def test_a_deactivated_institution_reads_nothing_with_the_token_it_still_holds(world):
     """Deactivated institutions get no token (oauth/token); the one they hold stops at once too,
-    for reading scans and the feed as for scanning, not only when it expires."""
+    for reading scans and the feed and decoding photos as for scanning, not only when it expires."""
     holder = world.holder("张丽")
     scan_id = world.scan("H110000001", world.qr(holder)).get_json()["scan_id"]
     headers = world.inst_headers("H110000001")
     _set_institution(world, "H110000001", status="inactive")
     world.rt.clock.advance(6)  # past the per-worker institution cache (5 s)
+    photo = {"image": (io.BytesIO(b"not a photo"), "code.png")}
     for resp in (world.client.get(f"/v1/scans/{scan_id}", headers=headers),
-                 world.client.get("/v1/revocations", headers=headers)):
+                 world.client.get("/v1/revocations", headers=headers),
+                 world.client.post("/scanner/decode", data=photo, headers=headers)):
         assert resp.status_code == 403 and problem_code(resp) == "institution_inactive"
     _set_institution(world, "H110000001", status="active")
     world.rt.clock.advance(6)
@@ -91,7 +94,8 @@ def test_a_new_client_secret_ends_the_tokens_the_old_one_got(world):
         s.commit()
     world.rt.clock.advance(6)  # past the per-worker institution cache (5 s)
     for resp in (world.client.post("/v1/scans", json={"token": world.qr(holder), "purpose": "query"}, headers=old),
-                 world.client.get("/v1/revocations", headers=old)):
+                 world.client.get("/v1/revocations", headers=old),
+                 world.client.post("/scanner/decode", data={"image": (io.BytesIO(b"x"), "code.png")}, headers=old)):
         assert resp.status_code == 401 and problem_code(resp) == "unauthorized"
     basic = base64.b64encode(f"{client_id}:{secret}".encode()).decode()
     got = world.client.post("/v1/oauth/token", data={"grant_type": "client_credentials"},
