@@ -278,13 +278,13 @@ def _apply(session: Session, rt, rows: list[tuple[int, dict]], report: ImportRep
         session.execute(update(enrols).where(enrols.c.id == bindparam("b_id")), enrol_updates)
     if enrol_inserts:
         session.execute(insert(enrols), enrol_inserts)
-    report.applied += len(accepted)
-    session.commit()
     # Core statements bypass the identity map: objects this session already holds are refreshed on next use.
     for obj in list(session.identity_map.values()):
         if isinstance(obj, (Person, Enrolment)):
             session.expire(obj)
     _keep_active_regions(session, {key for key, r in final.items() if r["status"] != "active"})
+    session.commit()  # the batch's enrolments and the region moves they cause, together
+    report.applied += len(accepted)
 
 
 def _keep_active_regions(session: Session, inactive: set[tuple[int, str]]) -> None:
@@ -304,4 +304,3 @@ def _keep_active_regions(session: Session, inactive: set[tuple[int, str]]) -> No
             continue
         old, voucher.active_region = voucher.active_region, region
         records.record(session, voucher, "region_switch", old=old, new=region, by="registry")
-    session.commit()
