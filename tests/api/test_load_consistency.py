@@ -4,8 +4,9 @@ For a few seconds threads drive a mixed workload over HTTP: four holders issue c
 institutions scan them, some twice at once from two threads, some replayed at the other
 institution, some only after a tampered copy was refused; two of the holders report loss three
 times each (reinstated by their channel in between, which ends their holder sessions: they go
-on in a new one) while their codes are being scanned; readers fetch scans and records. Then, with the server idle, the database and the API are
-checked against everything the clients were told. What is promised about a loss report and the
+on in a new one) while their codes are being scanned; readers fetch scans and records. Then,
+with the server idle, the database and the API are checked against everything the clients
+were told. What is promised about a loss report and the
 scans racing it is in docs/decisions.md ("Loss report and concurrent scans"); the checks below
 assert exactly that."""
 from __future__ import annotations
