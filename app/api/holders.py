@@ -24,7 +24,7 @@ def _me():
 def _me_to_change():
     """As _me, for a request that changes the voucher or what hangs on it. A suspended voucher
     (reported lost) changes nothing until it is reinstated: the session asking may be the lost
-    phone's. It still shows its state and records, and may report the loss and unbind a channel,
+    phone's. It still shows its state and its own records, and may report the loss and unbind a channel,
     which only take access away (docs/decisions.md, "Loss report")."""
     rt, session, voucher = _me()
     vouchers.require_usable(voucher)
@@ -160,6 +160,7 @@ def my_records():
     target = voucher
     member_id = request.args.get("voucher_id")
     if member_id and member_id != voucher.voucher_id:
+        vouchers.require_usable(voucher)  # a lost guardian phone does not show the family's records
         target = family.linked_member(session, voucher, member_id,
                                       "You may read only your own and your linked members' records")
     rows, nxt = records.page(session, target, cursor(request.args.get("cursor"), "cursor"))

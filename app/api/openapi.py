@@ -175,7 +175,7 @@ def document() -> dict:
             {**_json(OBJ), **_err("channel_not_bound", "pin_invalid", "pin_locked", "unauthorized", *COMMON)},
             security=HOLDER, params=[path_param("channel_id")], body=_body({"pin": PIN}, ["pin"]))},
         "/v1/me/records": {"get": op("Usage records, newest first", "holders",
-                                     {**_json(OBJ), **_err("forbidden", "voucher_not_found", "invalid_request",
+                                     {**_json(OBJ), **_err("forbidden", "voucher_not_found", *FROZEN, "invalid_request",
                                                            "unauthorized")},
                                      security=HOLDER, params=[query_param("cursor", "next_cursor of the last page"),
                                                               query_param("voucher_id", "a linked member's voucher")])},

@@ -262,3 +262,21 @@ def test_a_suspended_member_accepts_no_invitation(world):
     assert resp.status_code == 403 and problem_code(resp) == "voucher_suspended"
     mine = world.client.get("/v1/me/family", headers=m["headers"]).get_json()["items"]
     assert [i["status"] for i in mine if i["link_id"] == link["link_id"]] == ["pending"]
+
+
+def test_a_lost_guardian_phone_shows_its_own_records_but_not_the_familys(world):
+    """While the guardian's voucher is suspended, its sessions read its own records (the holder
+    sees what was tried on the lost phone), not a linked member's: those are the family's."""
+    g = world.holder("王建国")
+    member_vid = world.client.post("/v1/me/family", headers=g["headers"], json={
+        "id_number": world.person("王小明")["id_number"], "name": "王小明", "relation": "parent",
+        "document_ref": "出生证 1"}).get_json()["member"]["voucher_id"]
+    path = f"/v1/me/records?voucher_id={member_vid}"
+    assert world.client.get(path, headers=g["headers"]).status_code == 200
+    assert world.client.post("/v1/me/loss-report", json={}, headers=g["headers"]).status_code == 200
+    resp = world.client.get(path, headers=g["headers"])
+    assert resp.status_code == 403 and problem_code(resp) == "voucher_suspended"
+    assert world.client.get("/v1/me/records", headers=g["headers"]).get_json()["items"][0]["kind"] == "loss_report"
+    world.rt.clock.advance(5)
+    world.reinstate(g)
+    assert world.client.get(path, headers=g["headers"]).status_code == 200
