@@ -18,6 +18,10 @@ PG_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:54
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 PG_SCHEMA = f"evtest_{os.getpid()}"
 MASTER_KEY = base64.b64encode(b"k" * 32).decode()
+# The crypto profile the app fixtures run under: `EVOUCHER_TEST_CRYPTO_PROFILE=gm pytest …` runs
+# the same tests under the national-cryptography profile. A test that passes `crypto_profile`
+# itself keeps its own.
+TEST_CRYPTO_PROFILE = os.environ.get("EVOUCHER_TEST_CRYPTO_PROFILE", "default")
 
 
 def need_service(name: str, reason: str):
@@ -130,7 +134,7 @@ def build_config(request, backend: str, directory, **overrides) -> Config:
         redis_url = REDIS_URL
     values = dict(instance_path=str(instance), database_url=url, redis_url=redis_url,
                   redis_prefix=f"evt{uuid.uuid4().hex[:10]}", pin_time_cost=1, pin_memory_cost=8,
-                  log_level="WARNING")
+                  log_level="WARNING", crypto_profile=TEST_CRYPTO_PROFILE)
     values.update(overrides)
     return Config.from_env({"EVOUCHER_MASTER_KEY": MASTER_KEY}, **values)
 

@@ -37,7 +37,7 @@ def server(make_config, backend, tmp_path_factory):
     port = _free_port()
     env = dict(os.environ, DATABASE_URL=config.database_url, EVOUCHER_MASTER_KEY=MASTER_KEY,
                EVOUCHER_INSTANCE=config.instance_path, REDIS_PREFIX=config.redis_prefix,
-               PIN_HASH_TIME_COST="1", PIN_HASH_MEMORY_KIB="8", LOG_LEVEL="WARNING",
+               CRYPTO_PROFILE=config.crypto_profile, PIN_HASH_TIME_COST="1", PIN_HASH_MEMORY_KIB="8", LOG_LEVEL="WARNING",
                RATE_SCAN_PER_MINUTE="100000", RATE_ISSUE_PER_MINUTE="100000")
     env.pop("REDIS_URL", None)
     if config.redis_url:
