@@ -18,7 +18,9 @@ class FieldCipher:
 
     The profile picks what is written ("default": AES-256-GCM + HMAC-SHA256, "gm": SM4-GCM
     + HMAC-SM3); either profile decrypts both ciphers, since the first byte names the cipher.
-    Indexes differ between profiles: switching profile means re-indexing.
+    Indexes differ between profiles: `index` writes the profile's own, and lookups match
+    `indexes` (own first, then the other profile's), so rows indexed before a profile change
+    are still found.
     """
 
     def __init__(self, master_key: bytes, profile: str = "default"):
@@ -26,6 +28,7 @@ class FieldCipher:
         self._cipher = aead.cipher_for(profile)
         self._gm = profile == "gm"
         self._index_key = aead.derive(self._master, _INDEX_PURPOSE, gm=self._gm)
+        self._other_index_key = aead.derive(self._master, _INDEX_PURPOSE, gm=not self._gm)
 
     def encrypt(self, value: str, context: str) -> bytes:
         """Ciphertext of value bound to context (e.g. "person.id_number")."""
@@ -40,10 +43,19 @@ class FieldCipher:
 
     def index(self, value: str, context: str) -> str:
         """Deterministic keyed index (hex) for equality lookups; differs per context."""
-        # cryptography's own OpenSSL always has SM3; hashlib's depends on the system build.
-        mac = hmac.HMAC(self._index_key, hashes.SM3() if self._gm else hashes.SHA256())
-        mac.update(_aad(context) + value.encode())
-        return mac.finalize().hex()
+        return _index(self._index_key, self._gm, value, context)
+
+    def indexes(self, value: str, context: str) -> tuple[str, str]:
+        """The index under this profile, then under the other one: what a lookup must match."""
+        return (_index(self._index_key, self._gm, value, context),
+                _index(self._other_index_key, not self._gm, value, context))
+
+
+def _index(key: bytes, gm: bool, value: str, context: str) -> str:
+    # cryptography's own OpenSSL always has SM3; hashlib's depends on the system build.
+    mac = hmac.HMAC(key, hashes.SM3() if gm else hashes.SHA256())
+    mac.update(_aad(context) + value.encode())
+    return mac.finalize().hex()
 
 
 def _aad(context: str) -> bytes:

@@ -194,14 +194,18 @@ def _apply(session: Session, rt, rows: list[tuple[int, dict]], report: ImportRep
     """
     fields = rt.fields
     persons, enrols = Person.__table__, Enrolment.__table__
+    # A person indexed under the other CRYPTO_PROFILE (before a profile change) is found by
+    # that index, keyed here by this profile's, and moved to this profile's index when written.
+    own_of: dict[str, str] = {}
     for _, r in rows:
-        r["_idx"] = fields.index(r["id_number"], ID_CONTEXT)
+        r["_idx"], other = fields.indexes(r["id_number"], ID_CONTEXT)
+        own_of[r["_idx"]] = own_of[other] = r["_idx"]
     cols = (persons.c.id, persons.c.person_no, persons.c.id_index)
     by_no = {no: _Person(pid, no, idx) for pid, no, idx in session.execute(
         select(*cols).where(persons.c.person_no.in_({r["person_no"] for _, r in rows})))}
     by_index: dict[str, _Person] = {}
-    for pid, no, idx in session.execute(select(*cols).where(persons.c.id_index.in_({r["_idx"] for _, r in rows}))):
-        by_index[idx] = by_no.get(no) or _Person(pid, no, idx)
+    for pid, no, idx in session.execute(select(*cols).where(persons.c.id_index.in_(set(own_of)))):
+        by_index[own_of[idx]] = by_no.get(no) or _Person(pid, no, idx)
     moves: list[dict] = []  # ID-number changes of stored persons, in row order
     accepted: list[tuple[_Person, dict]] = []
     for line, r in rows:

@@ -13,8 +13,9 @@ ID_CONTEXT, PHONE_CONTEXT = "id_number", "phone"
 
 
 def find_by_id_number(session: Session, rt, id_number: str) -> Person | None:
-    idx = rt.fields.index(id_number.upper(), ID_CONTEXT)
-    return session.scalars(select(Person).where(Person.id_index == idx)).first()
+    # Both profiles' indexes: a person imported before a CRYPTO_PROFILE change is still found.
+    own, other = rt.fields.indexes(id_number.upper(), ID_CONTEXT)
+    return session.scalars(select(Person).where(Person.id_index.in_((own, other)))).first()
 
 
 def identify(session: Session, rt, id_number_text: str, name: str) -> Person:

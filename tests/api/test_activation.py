@@ -188,3 +188,34 @@ def test_reverification_is_recorded_with_channel_and_time(world):
     with pytest.raises(ChannelError) as exc:
         world.channel("alipay").reverify(h["channel_user_id"], "pin_reset", face_verified=False)
     assert exc.value.code == "face_verification_required"
+
+
+@pytest.mark.parametrize("before,after", [("default", "gm"), ("gm", "default")])
+def test_persons_imported_before_a_crypto_profile_change_still_activate(make_world, make_config, clock,
+                                                                         before, after):
+    """docs/operations.md: changing CRYPTO_PROFILE keeps existing data usable. The registry is
+    found by a keyed index whose hash depends on the profile (HMAC-SHA256 / HMAC-SM3): a person
+    imported before the change must still activate after it, and get working codes."""
+    from app import create_app
+    from app.cli import upgrade_database
+    from mock_channels.client import ChannelClient, flask_sender
+    world = make_world(crypto_profile=before)
+    switched = create_app(make_config(crypto_profile=after), clock=clock)  # same database, not emptied
+    try:
+        upgrade_database(switched)
+        client = switched.test_client()
+        p = world.person("张丽")
+        channel = ChannelClient("wechat", "http://localhost", world.instance, send=flask_sender(client),
+                                clock=clock.now)
+        act = channel.activate(p["id_number"], "张丽", p["phone"], pin="258013")
+        assert act["status"] == "active"
+        sess = channel.session(act["channel_user_id"])
+        issued = client.post("/v1/me/qr-tokens", json={},
+                             headers={"Authorization": f"Bearer {sess['access_token']}"})
+        assert issued.status_code == 201, issued.get_json()
+        world.client = client
+        scan = world.scan("H110000001", issued.get_json()["token"])
+        assert scan.status_code == 200, scan.get_json()
+        assert scan.get_json()["person"]["id_number_masked"].endswith(p["id_number"][-4:])
+    finally:
+        switched.extensions["evoucher"].engine.dispose()

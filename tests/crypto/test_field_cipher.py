@@ -58,6 +58,13 @@ def test_profiles_use_different_index_functions(master_key):
     assert FieldCipher(master_key).index(ID, "c") != FieldCipher(master_key, "gm").index(ID, "c")
 
 
+def test_lookups_match_both_profiles_indexes_own_first(master_key):
+    """A row indexed before a CRYPTO_PROFILE change must still be found after it."""
+    default, gm = FieldCipher(master_key), FieldCipher(master_key, "gm")
+    assert default.indexes(ID, "c") == (default.index(ID, "c"), gm.index(ID, "c"))
+    assert gm.indexes(ID, "c") == (gm.index(ID, "c"), default.index(ID, "c"))
+
+
 def test_bad_configuration_is_refused(master_key):
     with pytest.raises(ValueError):
         FieldCipher(b"too short")

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from sqlalchemy import func, select, text
 
 from app.demo import make_id_number
@@ -165,3 +167,32 @@ def test_rows_with_control_characters_surrogates_or_other_digits_are_skipped_not
     report = _import(app, text_, "jsonl")
     assert [(e["line"], e["code"]) for e in report.errors] == [(n, "invalid_request") for n in (2, 3, 4, 5)]
     assert report.applied == 2 and report.persons_created == 2
+
+
+@pytest.mark.parametrize("before,after", [("default", "gm"), ("gm", "default")])
+def test_import_after_a_crypto_profile_change_finds_persons_indexed_before_it(make_app, make_config, clock,
+                                                                             before, after):
+    """The blind index's hash depends on CRYPTO_PROFILE. After a change, re-importing a person
+    updates them (and moves them to the new profile's index) rather than adding a second person
+    with the same ID number, and another person_no claiming their ID number is still refused."""
+    from app import create_app
+    first = make_app(crypto_profile=before)
+    _import(first, HEADER + f"P1,01,{ID1},张三,13800001111,110000,employee,active,2020-01-01\n")
+    switched = create_app(make_config(crypto_profile=after), clock=clock)  # same database, not emptied
+    try:
+        report = _import(switched, HEADER + "\n".join([
+            f"P2,01,{ID1},张三,13800001111,110000,employee,active,2020-01-01",
+            f"P1,01,{ID1},张三,13900009999,110000,employee,suspended,2020-01-01",
+        ]) + "\n")
+        assert (report.applied, report.persons_created) == (1, 0)
+        assert [(e["line"], e["code"]) for e in report.errors] == [(2, "invalid_request")]
+        rt = switched.extensions["evoucher"]
+        with switched.app_context():
+            s = rt.session()
+            person = s.scalars(select(Person)).one()
+            assert person.person_no == "P1" and person.id_index == rt.fields.index(ID1, "id_number")
+            assert registry.phone(rt, person) == "13900009999"
+            assert s.scalars(select(Enrolment.status)).all() == ["suspended"]
+            assert registry.find_by_id_number(s, rt, ID1).person_no == "P1"
+    finally:
+        switched.extensions["evoucher"].engine.dispose()
