@@ -14,8 +14,11 @@ ID_CONTEXT, PHONE_CONTEXT = "id_number", "phone"
 
 def find_by_id_number(session: Session, rt, id_number: str) -> Person | None:
     # Both profiles' indexes: a person imported before a CRYPTO_PROFILE change is still found.
+    # Should both exist (a re-import before lookups knew both), the one this profile indexed wins:
+    # it is the one later imports update.
     own, other = rt.fields.indexes(id_number.upper(), ID_CONTEXT)
-    return session.scalars(select(Person).where(Person.id_index.in_((own, other)))).first()
+    found = session.scalars(select(Person).where(Person.id_index.in_((own, other)))).all()
+    return next((p for p in found if p.id_index == own), found[0] if found else None)
 
 
 def identify(session: Session, rt, id_number_text: str, name: str) -> Person:

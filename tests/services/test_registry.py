@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from sqlalchemy import func, select, text
+from sqlalchemy import delete, func, select, text
 
 from app.demo import make_id_number
 from app.services import enrolment_import, registry
@@ -196,3 +196,22 @@ def test_import_after_a_crypto_profile_change_finds_persons_indexed_before_it(ma
             assert registry.find_by_id_number(s, rt, ID1).person_no == "P1"
     finally:
         switched.extensions["evoucher"].engine.dispose()
+
+
+def test_a_person_duplicated_across_a_profile_change_is_found_by_this_profiles_index(make_app):
+    """Before lookups knew both profiles' indexes, a re-import after a CRYPTO_PROFILE change added
+    a second person with the same ID number. Lookups then take the one this profile indexed (the
+    one imports keep up to date), though the other was written first."""
+    app = make_app(crypto_profile="gm")
+    rt = app.extensions["evoucher"]
+    own, other = rt.fields.indexes(ID1, "id_number")
+    with app.app_context():
+        s = rt.session()
+        for no, idx in (("P0", other), ("P1", own)):  # the older row under the other profile's index
+            s.add(Person(person_no=no, id_type="01", id_number_enc=rt.fields.encrypt(ID1, "id_number"),
+                         id_index=idx, name="张三"))
+            s.commit()
+        assert registry.find_by_id_number(s, rt, ID1).person_no == "P1"
+        s.execute(delete(Person).where(Person.person_no == "P1"))
+        s.commit()
+        assert registry.find_by_id_number(s, rt, ID1).person_no == "P0"  # alone, still found
