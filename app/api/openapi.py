@@ -52,7 +52,7 @@ FROZEN = ("voucher_suspended", "voucher_cancelled")  # what a holder may not cha
 TOKEN_ERRORS = ("token_malformed", "token_signature_invalid", "token_unknown_key", "token_expired",
                 "token_already_used", "token_revoked", "voucher_not_found", "voucher_suspended",
                 "voucher_cancelled", "institution_inactive", "region_not_enrolled",
-                "remote_care_filing_required", "pin_required", "pin_change_required", "rate_limited",
+                "remote_care_filing_required", "pin_required", "pin_change_required", "pin_locked", "rate_limited",
                 "service_unavailable", "unauthorized")
 CHANNEL_ERRORS = ("channel_signature_invalid", "channel_request_replayed", "channel_unknown", "rate_limited",
                   "service_unavailable", *COMMON)

@@ -90,7 +90,7 @@ def scan(rt, inst, text: str, purpose: str) -> str:
 # enrolment in the code's region, in one statement.
 _LOAD = Prepared(
     select(Voucher.id, Voucher.voucher_id, Voucher.status, Voucher.tokens_valid_after, Voucher.pin_hash,
-           Voucher.pin_initial, Voucher.person_id, Person.name.label("person_name"), Person.id_number_enc,
+           Voucher.pin_initial, Voucher.pin_locked_until, Voucher.person_id, Person.name.label("person_name"), Person.id_number_enc,
            Enrolment.insurance_type)
     .join(Person, Person.id == Voucher.person_id)
     .outerjoin(Enrolment, (Enrolment.person_id == Person.id) & (Enrolment.region_code == bindparam("region"))
@@ -146,7 +146,8 @@ def _load(conn, claims):
         raise DomainError("voucher_not_found", "No such voucher")
     voucher = SimpleNamespace(id=row["id"], voucher_id=row["voucher_id"], status=row["status"],
                               tokens_valid_after=row["tokens_valid_after"], pin_hash=row["pin_hash"],
-                              pin_initial=row["pin_initial"], person_id=row["person_id"])
+                              pin_initial=row["pin_initial"], pin_locked_until=row["pin_locked_until"],
+                              person_id=row["person_id"])
     person = SimpleNamespace(id=row["person_id"], name=row["person_name"], id_number_enc=row["id_number_enc"])
     return voucher, person, row["insurance_type"]
 
@@ -299,6 +300,11 @@ def _check(rt, inst, voucher, person, insurance_type, claims, purpose, now) -> d
             raise DomainError("pin_required", "The holder must set a payment PIN before paying")
         if voucher.pin_initial:
             raise DomainError("pin_change_required", "The holder must change the initial PIN before paying")
+        locked = aware(voucher.pin_locked_until)
+        if locked is not None and locked.timestamp() > now:
+            raise DomainError("pin_locked", "The holder's PIN is locked after 5 wrong tries; no payment until it "
+                                            "opens again or is reset through a channel",
+                              locked_until=iso_z(locked.astimezone(dt.timezone.utc)))
     return {"presenter": presenter, "insurance_type": insurance_type, "filing": filing}
 
 

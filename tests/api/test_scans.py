@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import io
 
 import pytest
@@ -257,6 +258,23 @@ def test_payment_needs_a_pin_that_is_not_initial(world):
     resp = world.scan("H110000001", world.qr(initial), purpose="pharmacy")
     assert problem_code(resp) == "pin_change_required"
     assert world.scan("H110000001", world.qr(initial), purpose="registration").status_code == 200
+
+
+def test_payment_is_refused_while_the_pin_is_locked(world):
+    """Five wrong PINs lock it for 24 hours: a payment scan is refused with pin_locked and the
+    time it opens again (the desk learns it before the till asks for the PIN), a registration
+    still passes, and payment works again once the lock lapses."""
+    holder = world.holder("王建国", pin="258013")
+    for i in range(5):
+        world.client.put("/v1/me/pin-free-limit", json={"amount_fen": 1, "pin": f"90000{i}"}, headers=holder["headers"])
+    resp = world.scan("H110000001", world.qr(holder), purpose="outpatient_settlement")
+    assert resp.status_code == 423 and problem_code(resp) == "pin_locked"
+    until = dt.datetime.fromisoformat(resp.get_json()["locked_until"])
+    assert until.timestamp() == pytest.approx(world.rt.clock.now() + 24 * 3600, abs=2)
+    assert world.scan("H110000001", world.qr(holder), purpose="registration").status_code == 200
+    world.rt.clock.advance(24 * 3600 + 1)
+    holder = world.holder("王建国", pin=None)  # a new session: the old one has expired
+    assert world.scan("H110000001", world.qr(holder), purpose="pharmacy").status_code == 200
 
 
 def test_region_not_enrolled_after_enrolment_suspended(world):

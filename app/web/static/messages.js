@@ -53,6 +53,7 @@
   const DESK_MESSAGES = {
     unauthorized: "机构登录已过期，请重新登录后再核验",
     voucher_suspended: "该电子凭证已挂失，请参保人通过渠道重新验证后恢复",
+    pin_locked: "参保人医保支付密码已锁定，暂不能结算；可先挂号或查询，或请参保人通过渠道重置密码",
     rate_limited: "扫码太频繁，请稍后再试",
   };
 
