@@ -177,8 +177,7 @@ def presenter(session: Session, rt, member: Voucher, guardian_voucher_id: str, i
     loss report revokes them, and they stay dead after the guardian is reinstated), and if the
     link was live when the code was issued and still is. Otherwise `token_revoked`."""
     guardian = session.scalars(select(Voucher).where(Voucher.voucher_id == guardian_voucher_id)).first()
-    if guardian is None or guardian.status != "active" or (
-            guardian.tokens_valid_after and iat <= aware(guardian.tokens_valid_after).timestamp()):
+    if guardian is None or guardian.status != "active" or iat < (vouchers.first_code_second(guardian) or 0):
         raise DomainError("token_revoked", "The guardian who showed this code has reported their voucher lost "
                                            "or had it cancelled since")
     link = active_link(session, guardian, member)

@@ -53,11 +53,12 @@ def _reload_lock(session: Session, voucher: Voucher) -> None:
     session.refresh(voucher, ["pin_failures", "pin_locked_until"])
 
 
-def _refuse_locked(voucher: Voucher, now: dt.datetime) -> None:
+def refuse_locked(voucher, now: dt.datetime,
+                  detail: str = "The PIN is locked after 5 wrong tries; reset it through a channel") -> None:
+    """`pin_locked` with the time it opens again, while the voucher's PIN is locked at `now`."""
     locked = aware(voucher.pin_locked_until)
     if locked and locked > now:
-        raise DomainError("pin_locked", "The PIN is locked after 5 wrong tries; reset it through a channel",
-                          locked_until=locked.isoformat())
+        raise DomainError("pin_locked", detail, locked_until=locked.isoformat())
 
 
 def check(session: Session, rt, voucher: Voucher, pin: str | None) -> None:
@@ -74,7 +75,7 @@ def check(session: Session, rt, voucher: Voucher, pin: str | None) -> None:
     if not pin:
         raise DomainError("pin_required", "The payment PIN is required")
     now = utc(rt.clock.now())
-    _refuse_locked(voucher, now)
+    refuse_locked(voucher, now)
     limits.enforce(rt, "pin", voucher.voucher_id, rt.config.pin_rate_per_minute,
                    "Too many PIN attempts; wait a minute")  # the durable 5-strikes lock holds regardless
     tries = session.execute(
@@ -85,7 +86,7 @@ def check(session: Session, rt, voucher: Voucher, pin: str | None) -> None:
     session.commit()
     if tries is None:
         _reload_lock(session, voucher)
-        _refuse_locked(voucher, now)
+        refuse_locked(voucher, now)
         # Five tries counted and none has cleared them: still being checked in parallel, or
         # their workers died. Either way that is five misses' worth: lock (never a stuck count).
         _lock(session, voucher, now)
@@ -97,7 +98,7 @@ def check(session: Session, rt, voucher: Voucher, pin: str | None) -> None:
         if not cleared:  # a parallel miss locked it while this try was checked
             session.rollback()
             _reload_lock(session, voucher)
-            _refuse_locked(voucher, now)
+            refuse_locked(voucher, now)
             raise DomainError("pin_locked", "The PIN was locked by other tries meanwhile")
         if rt.pins.needs_rehash(voucher.pin_hash):
             # The operator changed PIN_HASH_TIME_COST / PIN_HASH_MEMORY_KIB: the hash moves to

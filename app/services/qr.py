@@ -14,7 +14,7 @@ from ..errors import DomainError
 from ..store.ephemeral import StoreUnavailable
 from ..store.writelock import writes
 from . import activation, family, keys, limits, records
-from .vouchers import aware, iso_z, require_usable, utc
+from .vouchers import first_code_second, iso_z, require_usable, utc
 
 
 def issued_group(member_voucher_id: str, guardian_voucher_id: str) -> str:
@@ -83,10 +83,7 @@ def issue_time(rt, *vouchers) -> int:
     (docs/token-format.md), and no worker waits. A threshold more than a second ahead means
     another node's clock runs ahead of this one's; the holder's app is asked to try again."""
     now = rt.clock.now()
-    thresholds = [v.tokens_valid_after for v in vouchers if v.tokens_valid_after is not None]
-    if not thresholds:
-        return int(now)
-    first = int(max(aware(t).timestamp() for t in thresholds)) + 1
+    first = max((first_code_second(v) or 0 for v in vouchers), default=0)
     if first - now > 1:
         raise DomainError("service_unavailable", "Try again in a moment",
                           headers={"Retry-After": str(math.ceil(first - now))})

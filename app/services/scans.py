@@ -20,9 +20,9 @@ from ..store.ephemeral import StoreUnavailable
 from ..store.models import Enrolment, Person, RemoteCareFiling, Scan, UsageRecord, Voucher
 from ..store.prepared import Prepared, dialect_insert
 from ..store.writelock import writes
-from . import family, keys, limits, records
-from .vouchers import (aware, china_date, filing_covers, iso_z, person_card, require_usable, same_pooling_area,
-                       utc)
+from . import family, keys, limits, pins, records
+from .vouchers import (china_date, filing_covers, first_code_second, iso_z, person_card, require_usable,
+                       same_pooling_area, utc)
 
 log = logging.getLogger(__name__)
 PURPOSES = ("registration", "outpatient_settlement", "inpatient_settlement", "pharmacy", "query", "emergency")
@@ -90,8 +90,8 @@ def scan(rt, inst, text: str, purpose: str) -> str:
 # enrolment in the code's region, in one statement.
 _LOAD = Prepared(
     select(Voucher.id, Voucher.voucher_id, Voucher.status, Voucher.tokens_valid_after, Voucher.pin_hash,
-           Voucher.pin_initial, Voucher.pin_locked_until, Voucher.person_id, Person.name.label("person_name"), Person.id_number_enc,
-           Enrolment.insurance_type)
+           Voucher.pin_initial, Voucher.pin_locked_until, Voucher.person_id, Person.name.label("person_name"),
+           Person.id_number_enc, Enrolment.insurance_type)
     .join(Person, Person.id == Voucher.person_id)
     .outerjoin(Enrolment, (Enrolment.person_id == Person.id) & (Enrolment.region_code == bindparam("region"))
                & (Enrolment.status == "active"))
@@ -300,11 +300,8 @@ def _check(rt, inst, voucher, person, insurance_type, claims, purpose, now) -> d
             raise DomainError("pin_required", "The holder must set a payment PIN before paying")
         if voucher.pin_initial:
             raise DomainError("pin_change_required", "The holder must change the initial PIN before paying")
-        locked = aware(voucher.pin_locked_until)
-        if locked is not None and locked.timestamp() > now:
-            raise DomainError("pin_locked", "The holder's PIN is locked after 5 wrong tries; no payment until it "
-                                            "opens again or is reset through a channel",
-                              locked_until=iso_z(locked.astimezone(dt.timezone.utc)))
+        pins.refuse_locked(voucher, utc(now), "The holder's PIN is locked after 5 wrong tries; no payment "
+                                              "until it opens again or is reset through a channel")
     return {"presenter": presenter, "insurance_type": insurance_type, "filing": filing}
 
 
@@ -313,7 +310,8 @@ def _admits(voucher, claims) -> None:
     loss report and the reinstatement that ended it (the scan row's insert checks the same
     again, in SQL)."""
     require_usable(voucher)
-    if voucher.tokens_valid_after and claims.iat <= aware(voucher.tokens_valid_after).timestamp():
+    first = first_code_second(voucher)
+    if first is not None and claims.iat < first:
         raise DomainError("token_revoked", "The code was issued before the voucher was reported lost or reinstated")
 
 

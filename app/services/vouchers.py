@@ -80,6 +80,15 @@ def by_public_id(session: Session, voucher_id: str) -> Voucher:
     return voucher
 
 
+def first_code_second(voucher) -> int | None:
+    """The earliest `iat` (whole seconds) a code of this voucher may carry, or None: codes issued
+    at or before its `tokens_valid_after` (the last loss report, then the reinstatement that ended
+    it) are refused. Scans check it, for the code's voucher and for a guardian that showed it;
+    issuance dates a code no earlier (app/services/qr.issue_time)."""
+    after = voucher.tokens_valid_after
+    return None if after is None else int(aware(after).timestamp()) + 1
+
+
 def require_usable(voucher: Voucher) -> None:
     """Refuse a suspended (reported lost) or cancelled voucher."""
     if voucher.status == "suspended":
