@@ -83,9 +83,9 @@ def _request_hooks(app: Flask) -> None:
     def _start():
         g.started = time.perf_counter()
         incoming = request.headers.get("X-Request-Id", "")
-        # Accept a caller's id only when it is short and plain; otherwise make our own.
-        ok = 0 < len(incoming) <= 64 and all(c.isalnum() or c in "-_." for c in incoming)
-        g.request_id = incoming if ok else secrets.token_hex(8)
+        # Accept a caller's id only when it is short, plain and carries nothing the log
+        # scrubber would mask (it is logged as it is); otherwise make our own.
+        g.request_id = incoming if incoming and logs.clean_request_id(incoming) else secrets.token_hex(8)
         length = request.content_length
         limit = request.max_content_length  # a route may raise it (the scanner's photo upload)
         if length is not None and limit is not None and length > limit:

@@ -28,6 +28,14 @@ _SCRUB = [
 ]
 _STD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
 
+# Identifiers the service makes itself, in the exact form it makes them, are left out of the
+# scrub: they are random hex, which now and then holds a run of digits shaped like a phone
+# number (about 1 token id in 1,700) or an ID number, and masking one would lose the very thing
+# it is logged for, finding a token's or a request's lines. A request id is one the service made
+# or a caller's that `clean_request_id` let through.
+_OWN_IDS = {"token_id": re.compile(r"[0-9a-f]{16}"), "scan_id": re.compile(r"scn_[0-9a-f]{24}"),
+            "request_id": re.compile(r"[0-9A-Za-z._-]{1,64}")}
+
 
 def scrub(text: str) -> str:
     lower = text.lower()
@@ -35,6 +43,12 @@ def scrub(text: str) -> str:
         if guard in (lower if guard == "pin" else text):
             text = pattern.sub(repl, text)
     return text
+
+
+def clean_request_id(incoming: str) -> bool:
+    """A caller's X-Request-Id is kept (and logged unscrubbed) only when it is short, plain and
+    holds nothing the scrubber would mask."""
+    return bool(_OWN_IDS["request_id"].fullmatch(incoming)) and scrub(incoming) == incoming
 
 
 class JsonFormatter(logging.Formatter):
@@ -48,7 +62,10 @@ class JsonFormatter(logging.Formatter):
                 entry[key] = value
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
-        return scrub(dumps(entry))
+        own = {key: entry.pop(key) for key, form in _OWN_IDS.items()
+               if isinstance(entry.get(key), str) and form.fullmatch(entry[key])}
+        line = scrub(dumps(entry))
+        return line[:-1] + "," + dumps(own)[1:] if own else line
 
 
 # Datetimes and dataclasses go to `str` as the json module's default=str sent them.

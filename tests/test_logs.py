@@ -30,6 +30,23 @@ def test_scrub_masks_the_forms_a_serialised_line_carries():
         assert secret not in line, secret
 
 
+def test_the_services_own_ids_are_logged_whole_even_when_digits_in_them_look_like_a_phone():
+    """Token, scan and request ids are random hex: some hold a phone- or ID-number-shaped run of
+    digits. In their exact form they are logged as they are; anything else under those keys, and
+    every other field, is still scrubbed."""
+    own = {"token_id": "a13812345678bcde", "scan_id": "scn_11010519491231002100ab", "request_id": "f13912345678ab0c"}
+    record = logging.LogRecord("t", logging.INFO, "", 0, "request", (), None)
+    record.__dict__.update(own, note="call 13800001111")
+    entry = json.loads(JsonFormatter().format(record))
+    assert {k: entry[k] for k in own} == own
+    assert entry["note"] == "call [phone]" and entry["msg"] == "request"
+
+    record = logging.LogRecord("t", logging.INFO, "", 0, "request", (), None)
+    record.__dict__.update(token_id="13800001111", scan_id="scn_13800001111")  # not the service's forms
+    line = JsonFormatter().format(record)
+    assert "13800001111" not in line and json.loads(line)["token_id"] == "[phone]"
+
+
 def test_a_whole_flow_logs_json_without_personal_data(world):
     buf = io.StringIO()
     handler = logging.StreamHandler(buf)

@@ -21,6 +21,10 @@ def test_caller_request_id_is_echoed_only_when_plain(client):
     assert client.get("/healthz", headers={"X-Request-Id": "abc-123"}).headers["X-Request-Id"] == "abc-123"
     odd = client.get("/healthz", headers={"X-Request-Id": "<script>"}).headers["X-Request-Id"]
     assert odd != "<script>" and len(odd) == 16
+    # logged as it is, so one that carries a phone number is replaced too (codes and ids are fine)
+    phone = client.get("/healthz", headers={"X-Request-Id": "u13800001111"}).headers["X-Request-Id"]
+    assert phone != "u13800001111" and len(phone) == 16
+    assert client.get("/healthz", headers={"X-Request-Id": "7f3a-01.b_2"}).headers["X-Request-Id"] == "7f3a-01.b_2"
 
 
 def test_malformed_json_is_a_400_problem(world):
