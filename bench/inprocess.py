@@ -181,6 +181,8 @@ def run(args, tmp: str) -> None:
             prof.disable()
             s = io.StringIO()
             pstats.Stats(prof, stream=s).sort_stats(os.environ.get("PSORT", "cumulative")).print_stats(60)
+            if os.environ.get("PDUMP"):
+                prof.dump_stats(os.environ["PDUMP"])
             print(s.getvalue())
             continue
         times = []
