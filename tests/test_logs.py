@@ -97,3 +97,25 @@ def test_lines_are_what_the_json_module_wrote_even_where_orjson_refuses():
              "at": dt.datetime(2026, 11, 22, 8, 0, tzinfo=dt.timezone.utc), "point": Point(1), "nested": {"k": [1]}}
     for entry in (plain, {"big": 2 ** 70}, {"odd": "x\ud800y"}):
         assert dumps(entry) == json.dumps(entry, ensure_ascii=False, default=str, separators=(",", ":"))
+
+
+def test_the_fast_patterns_mask_exactly_what_the_plain_ones_would():
+    """logs._SCRUB writes the ID-number and phone patterns with the look-behind after the first
+    character, for speed; they must mask exactly what the plain forms (look-behind first) mask."""
+    import random
+    import re
+
+    from app.logs import _SCRUB
+
+    phone = r"1[3-9][0-9](?:[ -]?[0-9]{4}){2}(?![0-9])"
+    plain = {"[id_number]": re.compile(r"(?<![0-9])[0-9]{6}[ -]?[0-9]{8}[ -]?[0-9]{3}[0-9Xx](?![0-9])"),
+             "[phone]": re.compile(r"(?<![0-9])" + phone)}
+    fast = {repl: pattern for guard, pattern, repl in _SCRUB if guard == ""}
+    assert fast.keys() == plain.keys()
+    rng = random.Random(7)
+    alphabet = "0123456789" * 6 + " -xX+86ab\"'"
+    samples = ["".join(rng.choice(alphabet) for _ in range(rng.randint(1, 40))) for _ in range(20000)]
+    samples += ["11010519491231002X", "x13800001111y", "913800001111", "1380000111", "110105 19491231 002x"]
+    for text in samples:
+        for repl in plain:
+            assert fast[repl].sub(repl, text) == plain[repl].sub(repl, text), (repl, text)
