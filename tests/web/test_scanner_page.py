@@ -49,6 +49,10 @@ def test_an_institution_signs_in_and_a_typed_code_shows_the_person(live, desk):
     assert scan["person"]["id_number_masked"].count("*") == 11
     expect(card.locator(".ec-value")).to_have_text(scan["ec_token"])
     assert scan["ec_token"].startswith("320682ec")
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    card.get_by_role("button", name="复制").click()  # into the hospital system's visit form
+    expect(card.get_by_role("button", name="已复制")).to_be_visible()
+    assert page.evaluate("navigator.clipboard.readText()") == scan["ec_token"]
     expect(card).to_contain_text("就医凭证令牌 ec_token（30 分钟内有效，仅限本机构）")
     expect(card).to_contain_text("核验编号 " + scan["scan_id"])
     expect(page.locator("#token-text")).to_have_value("")  # a one-use code is not left on the desk
