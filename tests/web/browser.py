@@ -66,12 +66,12 @@ class Watch:
 
     def assert_never_shown(self, secret: str) -> None:
         page = self.page
-        assert secret not in page.url
-        assert secret not in page.content()  # markup and attributes, the image's data URL included
-        assert secret not in page.evaluate("document.body.innerText")
+        assert secret not in page.url, "in the address bar"
+        assert secret not in page.content(), "in the markup"  # attributes and the QR image's data URL too
+        assert secret not in page.evaluate("document.body.innerText"), "in the text"
         values = page.evaluate("Array.from(document.querySelectorAll('input, textarea'), e => e.value)")
-        assert not any(secret in v for v in values)
-        assert not any(secret in text for _, text in self.console)
+        assert not any(secret in v for v in values), "in a field"
+        assert not any(secret in text for _, text in self.console), "on the console"
 
 
 def problem_code(response) -> str:
