@@ -37,16 +37,17 @@ class Watch:
         self.page = page
         self.errors: list[str] = []
         self.console: list[tuple[str, str]] = []
+        self.calls: list[str] = []  # "METHOD /path" of every request the page made
         self.refused: list[tuple[int, str, str]] = []  # (status, path, content type) of answers >= 400
         self.allowed = [REFUSED_LOAD]
         page.on("pageerror", lambda exc: self.errors.append(str(exc)))
         page.on("console", lambda msg: self.console.append((msg.type, msg.text)))
+        page.on("request", lambda request: self.calls.append(f"{request.method} {_path(request.url)}"))
         page.on("response", self._answer)
 
     def _answer(self, response) -> None:
         if response.status >= 400:
-            path = re.sub(r"^https?://[^/]+", "", response.url).split("?")[0]
-            self.refused.append((response.status, path, response.headers.get("content-type", "")))
+            self.refused.append((response.status, _path(response.url), response.headers.get("content-type", "")))
 
     def allow(self, pattern: str) -> None:
         """Expect console lines matching `pattern` too (the browser's note of a failure the test causes)."""
@@ -72,6 +73,10 @@ class Watch:
         values = page.evaluate("Array.from(document.querySelectorAll('input, textarea'), e => e.value)")
         assert not any(secret in v for v in values), "in a field"
         assert not any(secret in text for _, text in self.console), "on the console"
+
+
+def _path(url: str) -> str:
+    return re.sub(r"^[a-z]+://[^/]+", "", url).split("?")[0]
 
 
 def problem_code(response) -> str:
@@ -156,10 +161,11 @@ class ScannerPage:
         self.page.locator("#purposes").get_by_text(purpose_label, exact=True).click()
 
     def type_code(self, text: str):
-        """Type a code as a keyboard-wedge scanner does (the text, then Enter); the scan's answer."""
-        self.page.locator("#token-text").fill(text)
+        """Type a code as a keyboard-wedge scanner does (key by key, then Enter); the scan's answer."""
+        box = self.page.locator("#token-text")
+        box.press_sequentially(text)
         with self.page.expect_response(is_call("/v1/scans")) as answer:
-            self.page.locator("#token-text").press("Enter")
+            box.press("Enter")
         return answer.value
 
     def upload(self, image: bytes, name: str = "photo.png", mime: str = "image/png"):
