@@ -5,6 +5,7 @@ through the real service, opens a holder session and sends the browser to the ho
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass
 from urllib.parse import quote
 
@@ -79,10 +80,11 @@ def _form_error(form: dict) -> str | None:
 
 
 def create_app(channel_id: str, base_url: str, instance_dir, *, send=None, app_id: str | None = None,
-               public_url: str | None = None) -> Flask:
-    """The channel's page; `public_url` is the service as the browser reaches it (default base_url)."""
+               public_url: str | None = None, clock=time.time) -> Flask:
+    """The channel's page; `public_url` is the service as the browser reaches it (default base_url);
+    `clock` dates the signed calls (the service's clock, in tests that move it)."""
     app = Flask(__name__)
-    client = ChannelClient(channel_id, base_url, instance_dir, send=send, app_id=app_id)
+    client = ChannelClient(channel_id, base_url, instance_dir, send=send, app_id=app_id, clock=clock)
     holder_page = (public_url or base_url).rstrip("/") + "/m/"
     cookie = f"{channel_id}_user"  # ports share cookies, so name it per channel
     brand = brand_for(channel_id)

@@ -28,7 +28,7 @@ def need_service(name: str, reason: str):
     """Outside CI a missing service skips with a reason; under CI=true it is a failure."""
     if IN_CI:
         pytest.fail(f"{name} is required under CI=true: {reason}")
-    pytest.skip(f"{name} not reachable ({reason}); start it or run .ci/run")
+    pytest.skip(f"{name} not available ({reason}); install or start it, or run .ci/run")
 
 
 def pg_available() -> str | None:

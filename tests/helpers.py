@@ -90,6 +90,7 @@ class World:
         act = self.activate(name, channel, pin=pin)
         sess = self.channel(channel).session(act["channel_user_id"])
         return {"headers": {"Authorization": f"Bearer {sess['access_token']}"},
+                "access_token": sess["access_token"],
                 "voucher_id": act["voucher_id"], "channel_user_id": act["channel_user_id"]}
 
     def reinstate(self, holder: dict, channel: str = "wechat") -> dict:
@@ -98,6 +99,7 @@ class World:
         out = self.channel(channel).reverify(holder["channel_user_id"], "reinstate")
         sess = self.channel(channel).session(holder["channel_user_id"])
         holder["headers"] = {"Authorization": f"Bearer {sess['access_token']}"}
+        holder["access_token"] = sess["access_token"]
         return out
 
     def qr(self, holder: dict, **body) -> str:

@@ -30,18 +30,35 @@ class HotConnection:
         self.recycle = recycle  # seconds, as the pool's pool_recycle: reopen a connection this old
         self.options = options
         self._local = threading.local()
-        self._all: list[tuple[int, Connection]] = []  # (pid, connection) of every thread, for dispose
+        # (pid, thread, connection) of every thread: for dispose, and to take back an ended thread's
+        self._all: list[tuple[int, threading.Thread, Connection]] = []
         self._guard = threading.Lock()
         event.listen(engine, "engine_disposed", self._close_all)
 
     def _open(self) -> Connection:
+        self._close_ended()
         conn = self.engine.connect()
         if self.options:
             conn.execution_options(**self.options)
         self._local.conn, self._local.pid, self._local.opened = conn, os.getpid(), time.monotonic()
         with self._guard:
-            self._all.append((os.getpid(), conn))
+            self._all.append((os.getpid(), threading.current_thread(), conn))
         return conn
+
+    def _close_ended(self) -> None:
+        """Give back the connections of this process's threads that have ended. Nothing else
+        would: a server that starts a thread per client (werkzeug's threaded server, `flask run`)
+        would otherwise hold one connection per client it ever had, and once the pool ran dry
+        every request would wait for one. gunicorn's threads live as long as their worker."""
+        pid = os.getpid()
+        with self._guard:
+            ended = [c for p, t, c in self._all if p == pid and not t.is_alive()]
+            if not ended:
+                return
+            self._all = [entry for entry in self._all if not any(entry[2] is c for c in ended)]
+        for conn in ended:
+            with contextlib.suppress(SQLAlchemyError):
+                conn.close()
 
     @contextlib.contextmanager
     def __call__(self):
@@ -73,7 +90,7 @@ class HotConnection:
         if getattr(self._local, "conn", None) is conn:
             self._local.conn = None
         with self._guard:
-            self._all = [(pid, c) for pid, c in self._all if c is not conn]
+            self._all = [entry for entry in self._all if entry[2] is not conn]
         with contextlib.suppress(SQLAlchemyError):
             conn.close()
 
@@ -81,7 +98,7 @@ class HotConnection:
         """On engine.dispose(): close this process's connections (a parent's, inherited through
         fork, are the parent's to close)."""
         with self._guard:
-            mine = [c for pid, c in self._all if pid == os.getpid()]
+            mine = [c for pid, _thread, c in self._all if pid == os.getpid()]
             self._all = []
         for conn in mine:
             with contextlib.suppress(SQLAlchemyError):

@@ -76,11 +76,11 @@ def test_options_are_applied_once_when_opened(url):
 def test_threads_have_their_own(url):
     engine, _ = _engine(url)
     hot = HotConnection(engine)
-    ids = []
+    seen = []  # the connections themselves: an id() alone may be reused once one is closed
 
     def use():
         with hot() as conn:
-            ids.append(id(conn))
+            seen.append(conn)
 
     threads = [threading.Thread(target=use) for _ in range(3)]
     for t in threads:
@@ -88,8 +88,29 @@ def test_threads_have_their_own(url):
     for t in threads:
         t.join(10)
     with hot() as mine:
-        ids.append(id(mine))
-    assert len(set(ids)) == 4
+        seen.append(mine)
+    assert len({id(conn) for conn in seen}) == 4
+    engine.dispose()
+
+
+def test_a_thread_that_ended_gives_its_connection_back(url):
+    """A server that starts a thread per client (werkzeug's threaded server) must not drain the
+    pool: the browser tests' server hung once 15 of its threads had scanned or issued a code."""
+    engine, _ = _engine(url)
+    hot = HotConnection(engine)
+
+    def use():
+        with hot() as conn:
+            conn.execute(text("SELECT 1"))
+
+    for _ in range(8):  # one after another, fewer than the pool holds: nothing waits here
+        thread = threading.Thread(target=use)
+        thread.start()
+        thread.join(10)
+    assert engine.pool.checkedout() == 1  # the last thread's only
+    with hot() as mine:
+        assert mine.execute(text("SELECT 1")).scalar() == 1
+    assert engine.pool.checkedout() == 1  # this thread's
     engine.dispose()
 
 

@@ -2,8 +2,15 @@
 from __future__ import annotations
 
 import base64
+import os
+import time
+from types import SimpleNamespace
 
 import pytest
+
+from tests.conftest import build_app, build_config, need_service
+from tests.web.browser import HolderPage, ScannerPage, Watch
+from tests.web.live import LiveServer, RunningClock
 
 
 @pytest.fixture
@@ -26,3 +33,80 @@ def inst_headers(app, client):
                        headers={"Authorization": f"Basic {basic}"})
     assert resp.status_code == 200, resp.get_json()
     return {"Authorization": "Bearer " + resp.get_json()["access_token"]}
+
+
+# --- browser tests: Chromium driven by Playwright against the service over HTTP ---------------
+
+CHROMIUM = os.environ.get("EVOUCHER_TEST_CHROMIUM", "/usr/bin/chromium")
+PHONE = {"width": 360, "height": 640}  # the smallest screen the holder page is made for (SPEC §8)
+DESK = {"width": 1024, "height": 768}
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    """One headless Chromium for the session (Debian's, driven by Playwright). Missing, it skips
+    the browser tests with the reason; under CI=true it fails them (tests/conftest.need_service)."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        need_service("Playwright", "the playwright package is missing: pip install -e '.[test]'")
+    if not os.access(CHROMIUM, os.X_OK):
+        need_service("Chromium", f"no browser at {CHROMIUM}: apt-get install chromium, "
+                                 "or point EVOUCHER_TEST_CHROMIUM at one")
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="session")
+def live(request, tmp_path_factory):
+    """The service over HTTP for the whole session, on SQLite with the demo data and a clock the
+    tests move forward: (url, world, clock). Tests share it, so each uses persons of its own."""
+    from tests.helpers import World
+    clock = RunningClock()
+    config = build_config(request, "sqlite-sqlstore", tmp_path_factory.mktemp("live"))
+    app = build_app(config, "sqlite-sqlstore", clock)
+    try:
+        world = World(app, app.test_client(), tmp_path_factory.getbasetemp())
+        with LiveServer(app) as server:
+            yield SimpleNamespace(url=server.url, world=world, clock=clock)
+    finally:
+        app.extensions["evoucher"].engine.dispose()
+
+
+@pytest.fixture
+def new_page(chromium, live):
+    """Opens a page in a fresh browser context (storage of its own: another device) on `live`;
+    when the test ends, asserts of every page opened that nothing went wrong in it (Watch.check)."""
+    opened = []
+
+    def new(viewport: dict, *, clock: bool = False):
+        context = chromium.new_context(base_url=live.url, viewport=viewport, locale="zh-CN",
+                                       timezone_id="Asia/Shanghai")
+        context.set_default_timeout(5000)
+        page = context.new_page()
+        if clock:  # the page's timers then run only when the test moves its clock forward
+            now = time.time()
+            page.clock.install(time=now)
+            page.clock.pause_at(now + 1)
+        watch = Watch(page)
+        opened.append((context, watch))
+        return page, watch
+    yield new
+    for context, _watch in opened:
+        context.close()
+    for _context, watch in opened:
+        watch.check()
+
+
+@pytest.fixture
+def phone(new_page):
+    """A new phone for the holder page: `phone()`, or `phone(clock=True)` with its clock held."""
+    return lambda **kw: HolderPage(*new_page(PHONE, **kw))
+
+
+@pytest.fixture
+def desk(new_page):
+    """A new desk computer with the scanner page."""
+    return lambda: ScannerPage(*new_page(DESK))

@@ -168,8 +168,8 @@
       renderPeople();
       renderWho();
       renderRegion(null);
-      issueQr();
-      loadRecords(true);
+      // A member's code is itself a record of theirs: list the records once it is issued.
+      issueQr().then(function () { loadRecords(true); });
     });
     return button;
   }

@@ -1,0 +1,181 @@
+"""The holder and scanner pages as their users drive them in Chromium (Playwright), and a watch on
+everything a page says that its user would not want: uncaught errors, console output, server
+errors, secrets in the page."""
+from __future__ import annotations
+
+import io
+import re
+from urllib.parse import quote
+
+import zxingcpp
+from PIL import Image
+
+# The one console line the browser itself writes for an answer of 4xx: expected on a refusal.
+REFUSED_LOAD = re.compile(r"^Failed to load resource: the server responded with a status of 4\d\d\b")
+PROBLEM_PATHS = re.compile(r"^/v1/|^/scanner/decode$")
+
+
+def expect(target):
+    """Playwright's `expect`, imported when first used: without Playwright installed the browser
+    tests are collected all the same, and the `chromium` fixture says what is missing."""
+    from playwright.sync_api import expect as playwright_expect
+    return playwright_expect(target)
+
+
+def read_qr(png: bytes) -> str:
+    """The text of the one QR code in a screenshot, read by zxing-cpp as a desk scanner would."""
+    found = zxingcpp.read_barcode(Image.open(io.BytesIO(png)), formats=zxingcpp.BarcodeFormat.QRCode)
+    assert found is not None and found.text, "no QR code in the screenshot"
+    return found.text
+
+
+class Watch:
+    """Collects a page's uncaught errors, console messages and failed answers; `check` asserts
+    that none went wrong, `assert_never_shown` that a secret appears nowhere a person could see it."""
+
+    def __init__(self, page):
+        self.page = page
+        self.errors: list[str] = []
+        self.console: list[tuple[str, str]] = []
+        self.calls: list[str] = []  # "METHOD /path" of every request the page made
+        self.refused: list[tuple[int, str, str]] = []  # (status, path, content type) of answers >= 400
+        self.allowed = [REFUSED_LOAD]
+        page.on("pageerror", lambda exc: self.errors.append(str(exc)))
+        page.on("console", lambda msg: self.console.append((msg.type, msg.text)))
+        page.on("request", lambda request: self.calls.append(f"{request.method} {_path(request.url)}"))
+        page.on("response", self._answer)
+
+    def _answer(self, response) -> None:
+        if response.status >= 400:
+            self.refused.append((response.status, _path(response.url), response.headers.get("content-type", "")))
+
+    def allow(self, pattern: str) -> None:
+        """Expect console lines matching `pattern` too (the browser's note of a failure the test causes)."""
+        self.allowed.append(re.compile(pattern))
+
+    def check(self) -> None:
+        assert self.errors == [], f"uncaught errors in the page: {self.errors}"
+        # The scripts log nothing; the browser notes each refused API call, and nothing else.
+        # ("verbose" lines are Chromium's markup hints, which change from one version to the next.)
+        noise = [(kind, text) for kind, text in self.console
+                 if kind != "verbose" and not any(p.search(text) for p in self.allowed)]
+        assert noise == [], f"console output: {noise}"
+        for status, path, ctype in self.refused:
+            assert status < 500, f"{path} answered {status}"
+            assert PROBLEM_PATHS.match(path) and ctype.startswith("application/problem+json"), \
+                f"{path} answered {status} ({ctype}): only API refusals are expected"
+
+    def assert_never_shown(self, secret: str) -> None:
+        page = self.page
+        assert secret not in page.url, "in the address bar"
+        assert secret not in page.content(), "in the markup"  # attributes and the QR image's data URL too
+        assert secret not in page.evaluate("document.body.innerText"), "in the text"
+        values = page.evaluate("Array.from(document.querySelectorAll('input, textarea'), e => e.value)")
+        assert not any(secret in v for v in values), "in a field"
+        assert not any(secret in text for _, text in self.console), "on the console"
+
+
+def _path(url: str) -> str:
+    return re.sub(r"^[a-z]+://[^/]+", "", url).split("?")[0]
+
+
+def problem_code(response) -> str:
+    """The problem `code` a page was answered with."""
+    assert response.headers["content-type"].startswith("application/problem+json"), response.status
+    return response.json()["code"]
+
+
+def is_call(path: str, method: str = "POST"):
+    """A predicate for `page.expect_response`: an answer to `method path` on the service."""
+    def matches(response) -> bool:
+        return response.request.method == method and response.url.split("?")[0].endswith(path)
+    return matches
+
+
+class HolderPage:
+    """/m/ on the insured person's phone."""
+
+    def __init__(self, page, watch: Watch):
+        self.page, self.watch = page, watch
+
+    def open(self, access_token: str) -> "HolderPage":
+        """Open the page as a channel app hands it over: the session in the URL fragment. Returns
+        once the first code is shown (or the page has said why there is none)."""
+        with self.page.expect_response(is_call("/v1/me", "GET")):
+            self.page.goto("/m/#access_token=" + quote(access_token, safe=""))
+        return self
+
+    def text(self, selector: str) -> str:
+        return self.page.locator(selector).inner_text()
+
+    def wait_for_code(self) -> None:
+        self.page.locator("#qr-img:not(.qr-stale)").wait_for(state="visible")
+
+    def code(self) -> str:
+        """The token the shown QR code carries, read back from a screenshot of it."""
+        self.wait_for_code()
+        return read_qr(self.page.locator("#qr-img").screenshot())
+
+    def next_code(self, action) -> tuple[str, object]:
+        """Run `action`, which makes the page ask for a new code; (the code it then shows, the answer)."""
+        before = self.page.locator("#qr-img").get_attribute("src")
+        with self.page.expect_response(is_call("/v1/me/qr-tokens")) as answer:
+            action()
+        if answer.value.ok:
+            expect(self.page.locator("#qr-img")).not_to_have_attribute("src", before or "")
+        return (self.code() if answer.value.ok else None), answer.value
+
+    def refresh(self):
+        """Tap 刷新; the answer to the code request it makes."""
+        with self.page.expect_response(is_call("/v1/me/qr-tokens")) as answer:
+            self.page.locator("#qr-refresh").click()
+        return answer.value
+
+
+class ScannerPage:
+    """/scanner/ at a hospital or pharmacy desk."""
+
+    def __init__(self, page, watch: Watch):
+        self.page, self.watch = page, watch
+
+    def open(self) -> "ScannerPage":
+        self.page.goto("/scanner/")
+        self.page.locator("#sign-in").wait_for(state="visible")
+        return self
+
+    def sign_in(self, client_id: str, secret: str):
+        """Fill the sign-in form and submit it; the answer of the token endpoint."""
+        self.page.locator("#client-id").fill(client_id)
+        self.page.locator("#client-secret").fill(secret)
+        with self.page.expect_response(is_call("/v1/oauth/token")) as answer:
+            self.page.get_by_role("button", name="登录", exact=True).click()
+        return answer.value
+
+    def open_signed_in(self, inst: dict) -> "ScannerPage":
+        self.open()
+        assert self.sign_in(inst["client_id"], inst["client_secret"]).status == 200
+        self.page.locator("#desk").wait_for(state="visible")
+        return self
+
+    def choose(self, purpose_label: str) -> None:
+        self.page.locator("#purposes").get_by_text(purpose_label, exact=True).click()
+
+    def type_code(self, text: str):
+        """Type a code as a keyboard-wedge scanner does (key by key, then Enter); the scan's answer."""
+        box = self.page.locator("#token-text")
+        box.press_sequentially(text)
+        with self.page.expect_response(is_call("/v1/scans")) as answer:
+            box.press("Enter")
+        return answer.value
+
+    def upload(self, image: bytes, name: str = "photo.png", mime: str = "image/png"):
+        """Choose a photo of a code; the answer of the photo decoder."""
+        with self.page.expect_response(is_call("/scanner/decode")) as answer:
+            self.page.locator("#photo-input").set_input_files(
+                files=[{"name": name, "mimeType": mime, "buffer": image}])
+        return answer.value
+
+    def result_shown(self) -> str:
+        card = self.page.locator("#result")
+        card.wait_for(state="visible")
+        return card.inner_text()

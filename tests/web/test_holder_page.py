@@ -1,0 +1,216 @@
+"""The holder page (/m/) in Chromium, as an insured person uses it on a phone.
+
+Each test uses demo persons no other browser test uses: the service (the `live` fixture) is
+shared by the whole session."""
+from __future__ import annotations
+
+import pytest
+
+from tests.web.browser import expect, is_call, problem_code
+from tests.web.live import LiveServer
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture(scope="module")
+def wechat_page(live):
+    """The mock WeChat partner's activation page, calling the service over HTTP."""
+    from mock_channels.web import create_app
+    app = create_app("wechat", live.url, live.world.instance, clock=live.clock.now)
+    with LiveServer(app) as server:
+        yield server.url
+
+
+def test_activating_on_a_channel_page_opens_a_code_the_desk_accepts(live, phone, wechat_page):
+    person = live.world.person("马丽")
+    holder = phone()
+    page = holder.page
+    page.goto(wechat_page)
+    page.get_by_placeholder("请输入真实姓名").fill(person["name"])
+    page.get_by_placeholder("18 位居民身份证号码").fill(person["id_number"])
+    page.get_by_placeholder("11 位手机号").fill(person["phone"])
+    page.get_by_placeholder("6 位数字（选填，可稍后设置）").fill("258013")
+    with page.expect_response(is_call("/v1/me/qr-tokens")):
+        page.get_by_role("button", name="同意协议并激活").click()
+
+    # The channel handed the session over in the fragment; the page keeps it out of the address bar.
+    assert page.url == live.url + "/m/"
+    session = page.evaluate("sessionStorage.getItem('evoucher.holder.access_token')")
+    assert session
+    expect(page.locator("#who-name")).to_have_text("*丽")
+    expect(page.locator("#who-tag")).to_have_text("本人")
+    expect(page.locator("#region-name")).to_have_text("北京市")
+    expect(page.locator("#insurance-type")).to_have_text("职工医保")
+    expect(page.locator("#countdown")).to_have_text("二维码 60 秒后失效，到期前自动刷新")
+    expect(page.locator("#records .record-kind")).to_have_text(["设置支付密码", "绑定渠道", "激活电子凭证"])
+
+    token = holder.code()  # read from the screen, as a desk scanner reads it
+    resp = live.world.scan("H110000001", token)
+    assert resp.status_code == 200, resp.get_json()
+    assert resp.get_json()["person"]["name_masked"] == "*丽"
+    holder.watch.assert_never_shown(token)
+    holder.watch.assert_never_shown(session)
+
+
+def test_without_a_session_the_page_says_where_to_open_it(phone):
+    holder = phone()
+    holder.page.goto("/m/")
+    expect(holder.page.locator("#entry")).to_contain_text("请从微信、支付宝或银行App进入医保电子凭证")
+    expect(holder.page.locator("#app")).to_be_hidden()
+
+
+def test_the_code_is_replaced_before_it_expires(live, phone):
+    holder = phone(clock=True)
+    holder.open(live.world.holder("林娜")["access_token"])
+    first = holder.code()
+    page = holder.page
+    expect(page.locator("#countdown")).to_have_text("二维码 60 秒后失效，到期前自动刷新")
+
+    page.clock.fast_forward(49_000)
+    expect(page.locator("#countdown")).to_have_text("二维码 11 秒后失效，到期前自动刷新")
+    assert holder.watch.calls.count("POST /v1/me/qr-tokens") == 1  # the first code's only
+    # At 50 s (refresh_in for a 60 s code) the page asks for a new code by itself.
+    live.clock.advance(50)
+    second, answer = holder.next_code(lambda: page.clock.fast_forward(1_000))
+    assert answer.status == 201 and second != first
+    expect(page.locator("#countdown")).to_have_text("二维码 60 秒后失效，到期前自动刷新")
+    # Both codes are good: the old one was replaced while it could still be used.
+    for token in (first, second):
+        resp = live.world.scan("H110000001", token)
+        assert resp.status_code == 200, resp.get_json()
+
+
+def test_a_code_that_could_not_be_replaced_is_shown_as_expired(live, phone):
+    holder = phone(clock=True)
+    holder.open(live.world.holder("郭峰")["access_token"])
+    holder.code()
+    page = holder.page
+    holder.watch.allow(r"net::ERR_FAILED")  # the refreshes this test makes fail
+    page.route("**/v1/me/qr-tokens", lambda route: route.abort("failed"))
+
+    page.clock.fast_forward(50_000)
+    expect(page.locator("#notice")).to_have_text("网络连接失败，请检查网络后重试")
+    expect(page.locator("#qr-img")).not_to_have_class("qr-img qr-stale")  # 10 s left: still shown
+    page.clock.fast_forward(10_000)
+    expect(page.locator("#countdown")).to_have_text("二维码已失效")
+    expect(page.locator("#qr-img")).to_have_class("qr-img qr-stale")
+    retry = page.get_by_role("button", name="二维码已失效，点击刷新")
+    expect(retry).to_be_visible()
+
+    page.unroute("**/v1/me/qr-tokens")
+    token, answer = holder.next_code(retry.click)
+    assert answer.status == 201
+    expect(page.locator("#notice")).to_be_hidden()
+    expect(page.locator("#countdown")).to_have_text("二维码 60 秒后失效，到期前自动刷新")
+    assert live.world.scan("H310000001", token).status_code == 200
+
+
+def test_a_guardian_shows_a_family_members_code(live, phone, desk):
+    world = live.world
+    guardian = world.holder("王建国")
+    child = world.person("王小明")
+    resp = world.client.post("/v1/me/family", headers=guardian["headers"], json={
+        "id_number": child["id_number"], "name": child["name"], "relation": "child",
+        "document_ref": "出生医学证明 O110012345"})
+    assert resp.status_code == 201, resp.get_json()
+
+    holder = phone().open(guardian["access_token"])
+    page = holder.page
+    own = holder.code()
+    chips = page.locator("#people .chip")
+    expect(chips).to_have_text(["本人", "亲情账户: *小明"])
+    member_code, answer = holder.next_code(lambda: chips.nth(1).click())
+    assert answer.status == 201 and member_code != own
+    expect(page.locator("#who-name")).to_have_text("*小明")
+    expect(page.locator("#who-tag")).to_have_text("亲情账户 · 子女")
+    expect(page.locator("#region-name")).to_have_text("北京市")
+    # The member's records, the code just shown for them first.
+    expect(page.locator("#records .record-kind")).to_have_text(["亲属代为出示二维码", "添加亲情账户", "激活电子凭证"])
+
+    scanner = desk().open_signed_in(world.inst("H110000001"))
+    assert scanner.type_code(member_code).status == 200
+    card = scanner.result_shown()
+    assert "核验通过" in card and "*小明" in card
+    assert "代亲属出示（出示人 *建国，参保人是其子女）" in card
+
+    # Back to the guardian's own code.
+    _, answer = holder.next_code(lambda: chips.nth(0).click())
+    assert answer.status == 201
+    expect(page.locator("#who-name")).to_have_text("*建国")
+    expect(page.locator("#who-tag")).to_have_text("本人")
+    holder.watch.assert_never_shown(member_code)
+
+
+def test_a_loss_report_stops_the_voucher_and_the_page_says_so(live, phone, desk):
+    holder = phone().open(live.world.holder("周芳")["access_token"])
+    page = holder.page
+    shown = holder.code()
+    loss = page.get_by_role("button", name="挂失本人电子凭证")
+    dialog = page.locator("#loss-dialog")
+
+    loss.click()
+    expect(dialog).to_be_visible()
+    expect(dialog).to_contain_text("确认挂失？")
+    dialog.get_by_role("button", name="取消").click()  # second thoughts: nothing changes
+    expect(dialog).to_be_hidden()
+    expect(page.locator("#qr-card")).to_be_visible()
+
+    loss.click()
+    with page.expect_response(is_call("/v1/me/loss-report")) as answer:
+        dialog.get_by_role("button", name="确认挂失").click()
+    assert answer.value.status == 200 and answer.value.json()["status"] == "suspended"
+    expect(page.locator("#notice")).to_have_text("已挂失，电子凭证已停止使用")
+    expect(page.locator("#state-title")).to_have_text("电子凭证已挂失")
+    expect(page.locator("#state-text")).to_contain_text("如需恢复，请通过微信、支付宝或银行App重新验证身份")
+    expect(page.locator("#qr-card")).to_be_hidden()
+    expect(page.locator("#loss-card")).to_be_hidden()
+    assert page.locator("#qr-img").get_attribute("src") is None
+    expect(page.locator("#records .record-kind").first).to_have_text("挂失")
+
+    # Opened again later, the page still shows the stopped voucher and asks for no code.
+    page.reload()
+    expect(page.locator("#state-title")).to_have_text("电子凭证已挂失")
+    expect(page.locator("#qr-card")).to_be_hidden()
+
+    # The code shown before the report is refused at the desk, in the desk's words.
+    scanner = desk().open_signed_in(live.world.inst("H310000001"))
+    resp = scanner.type_code(shown)
+    assert resp.status == 403 and problem_code(resp) == "voucher_suspended"
+    card = scanner.result_shown()
+    assert "核验未通过" in card and "该电子凭证已挂失，请参保人通过渠道重新验证后恢复" in card
+    assert "错误代码 voucher_suspended" in card
+
+
+def test_an_expired_session_asks_to_come_back_through_the_channel(live, phone):
+    holder = phone().open(live.world.holder("吴强")["access_token"])
+    holder.code()
+    page = holder.page
+    live.clock.advance(live.world.rt.config.holder_token_ttl + 1)
+
+    answer = holder.refresh()
+    assert answer.status == 401 and problem_code(answer) == "unauthorized"
+    expect(page.locator("#notice")).to_have_text("登录已过期，请从渠道应用重新进入")
+    expect(page.locator("#app")).to_be_hidden()
+    assert page.evaluate("sessionStorage.getItem('evoucher.holder.access_token')") is None
+
+    page.reload()  # the ended session is forgotten: the page says where to open it again
+    expect(page.locator("#entry")).to_be_visible()
+
+
+def test_switching_the_insured_region_shows_a_code_for_that_region(live, phone):
+    holder = phone().open(live.world.holder("刘洋")["access_token"])
+    page = holder.page
+    holder.code()
+    expect(page.locator("#region-name")).to_have_text("北京市")  # insured there most recently
+    select = page.get_by_label("切换参保地")
+    expect(select.locator("option")).to_have_text(["北京市（职工医保）", "新乡市（职工医保）"])
+
+    with page.expect_response(is_call("/v1/me/active-region", "PUT")) as switched:
+        token, answer = holder.next_code(lambda: select.select_option("410700"))
+    assert switched.value.status == 200 and answer.status == 201
+    expect(page.locator("#notice")).to_have_text("参保地已切换为新乡市")
+    expect(page.locator("#region-name")).to_have_text("新乡市")
+    expect(page.locator("#records .record-sub").first).to_have_text("北京市 → 新乡市")
+    resp = live.world.scan("H410700001", token)
+    assert resp.status_code == 200, resp.get_json()
+    assert resp.get_json()["insurance"]["region_code"] == "410700"

@@ -1,0 +1,168 @@
+"""The scanner page (/scanner/) in Chromium, as a hospital or pharmacy desk clerk uses it.
+
+Each test uses demo persons no other browser test uses: the service (the `live` fixture) is
+shared by the whole session."""
+from __future__ import annotations
+
+import io
+
+import pytest
+from PIL import Image
+
+from tests.web.browser import expect, is_call, problem_code
+
+RUGAO = "H320682001"  # 如皋市人民示范医院, where the persons below are insured
+
+pytestmark = pytest.mark.browser
+
+
+def test_an_institution_signs_in_and_a_typed_code_shows_the_person(live, desk):
+    world = live.world
+    inst = world.inst(RUGAO)
+    scanner = desk().open()
+    page = scanner.page
+
+    page.get_by_role("button", name="登录", exact=True).click()  # nothing filled in
+    expect(page.locator("#sign-in-error")).to_have_text("请输入客户端ID和密钥")
+    assert "POST /v1/oauth/token" not in scanner.watch.calls
+    answer = scanner.sign_in(inst["client_id"], inst["client_secret"] + "x")
+    assert answer.status == 401 and problem_code(answer) == "unauthorized"
+    expect(page.locator("#sign-in-error")).to_have_text("客户端ID或密钥不正确")
+    expect(page.locator("#desk")).to_be_hidden()
+
+    assert scanner.sign_in(inst["client_id"], inst["client_secret"]).status == 200
+    expect(page.locator("#desk")).to_be_visible()
+    expect(page.get_by_role("radio", name="挂号")).to_be_checked()
+    expect(page.locator("#token-text")).to_be_focused()  # ready for a keyboard-wedge scanner
+
+    holder = world.holder("杨帆")
+    token = world.qr(holder)
+    answer = scanner.type_code(token)
+    assert answer.status == 200
+    scan = answer.json()
+    card = page.locator("#result")
+    expect(card.locator(".result-head")).to_have_text("核验通过挂号")
+    facts = dict(zip(card.locator("dt").all_inner_texts(), card.locator("dd").all_inner_texts()))
+    assert facts == {"姓名": "*帆", "证件号码": scan["person"]["id_number_masked"], "性别": "男",
+                     "年龄": f"{scan['person']['age']} 岁", "参保地": "如皋市（320682）", "险种": "职工医保",
+                     "出示方式": "本人出示", "异地就医备案": "无（本地参保或急诊）"}
+    assert scan["person"]["id_number_masked"].count("*") == 11
+    expect(card.locator(".ec-value")).to_have_text(scan["ec_token"])
+    assert scan["ec_token"].startswith("320682ec")
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    card.get_by_role("button", name="复制").click()  # into the hospital system's visit form
+    expect(card.get_by_role("button", name="已复制")).to_be_visible()
+    assert page.evaluate("navigator.clipboard.readText()") == scan["ec_token"]
+    expect(card).to_contain_text("就医凭证令牌 ec_token（30 分钟内有效，仅限本机构）")
+    expect(card).to_contain_text("核验编号 " + scan["scan_id"])
+    expect(page.locator("#token-text")).to_have_value("")  # a one-use code is not left on the desk
+    scanner.watch.assert_never_shown(token)
+
+    page.get_by_role("button", name="退出登录").click()
+    expect(page.locator("#sign-in")).to_be_visible()
+    expect(page.locator("#result")).to_be_hidden()
+    expect(page.locator("#client-id")).to_have_value(inst["client_id"])
+    expect(page.locator("#client-secret")).to_have_value("")
+
+
+def test_a_photo_of_the_phone_screen_is_read_and_verified(live, phone, desk):
+    holder = phone().open(live.world.holder("孙浩")["access_token"])
+    holder.wait_for_code()
+    photo = holder.page.screenshot()  # the whole phone screen, as a clerk photographs it
+    scanner = desk().open_signed_in(live.world.inst(RUGAO))
+    scanner.choose("药店购药")
+
+    with scanner.page.expect_response(is_call("/v1/scans")) as scanned:
+        decoded = scanner.upload(photo)
+    assert decoded.status == 200
+    assert scanned.value.status == 200 and scanned.value.json()["person"]["name_masked"] == "*浩"
+    card = scanner.result_shown()
+    assert "核验通过" in card and "药店购药" in card and "*浩" in card
+    scanner.watch.assert_never_shown(decoded.json()["text"])
+
+
+def test_a_photo_without_a_code_is_refused_in_words(live, desk):
+    blank = io.BytesIO()
+    Image.new("RGB", (640, 480), (235, 235, 235)).save(blank, format="JPEG")
+    scanner = desk().open_signed_in(live.world.inst(RUGAO))
+    answer = scanner.upload(blank.getvalue(), "photo.jpg", "image/jpeg")
+    assert answer.status == 400 and problem_code(answer) == "token_malformed"
+    card = scanner.result_shown()
+    assert "核验未通过" in card and "这不是有效的医保电子凭证二维码，请让参保人重新出示" in card
+    assert "错误代码 token_malformed" in card
+
+
+def _used_twice(world):
+    token = world.qr(world.holder("何军"))
+    assert world.scan(RUGAO, token).status_code == 200
+    return token
+
+
+def _expired(world):
+    token = world.qr(world.holder("李秀英"))
+    world.rt.clock.advance(world.rt.config.token_lifetime + world.rt.config.clock_skew + 1)
+    return token
+
+
+def _suspended(world):
+    holder = world.holder("赵敏")
+    token = world.qr(holder)
+    resp = world.client.post("/v1/me/loss-report", json={}, headers=holder["headers"])
+    assert resp.status_code == 200, resp.get_json()
+    return token
+
+
+def _from_elsewhere(world):
+    return world.qr(world.holder("陈静"))  # insured in 新乡, no remote-care filing
+
+
+def _no_pin(world):
+    return world.qr(world.holder("朱伟", pin=None))
+
+
+@pytest.mark.parametrize("make_token,purpose,status,code,message", [
+    (_used_twice, "挂号", 409, "token_already_used", "该二维码已被使用过，请让参保人刷新后重新出示"),
+    (_expired, "挂号", 401, "token_expired", "二维码已过期，请让参保人刷新后重新出示"),
+    (_suspended, "挂号", 403, "voucher_suspended", "该电子凭证已挂失，请参保人通过渠道重新验证后恢复"),
+    (lambda world: "EV1:NOT-A-CODE", "挂号", 400, "token_malformed",
+     "这不是有效的医保电子凭证二维码，请让参保人重新出示"),
+    (_from_elsewhere, "门诊结算", 403, "remote_care_filing_required",
+     "参保人不在本地参保且未办理异地就医备案，请先办理备案（急诊除外）"),
+    (_no_pin, "门诊结算", 403, "pin_required", "参保人尚未设置医保支付密码，请先设置后再结算"),
+], ids=["used-twice", "expired", "suspended", "malformed", "remote-no-filing", "no-pin"])
+def test_a_refused_code_is_explained_in_chinese(live, desk, make_token, purpose, status, code, message):
+    scanner = desk().open_signed_in(live.world.inst(RUGAO))
+    token = make_token(live.world)
+    scanner.choose(purpose)
+    answer = scanner.type_code(token)
+    assert answer.status == status and problem_code(answer) == code
+    assert answer.request.post_data_json["purpose"] == {"挂号": "registration", "门诊结算": "outpatient_settlement"}[purpose]
+    card = scanner.page.locator("#result")
+    expect(card.locator(".result-head")).to_have_text("核验未通过" + purpose)
+    expect(card.locator(".refusal")).to_have_text(message)
+    expect(card).to_contain_text("错误代码 " + code)
+    expect(scanner.page.locator("#token-text")).to_have_value("")
+    scanner.watch.assert_never_shown(token)
+
+
+def test_an_expired_sign_in_asks_to_sign_in_again_and_keeps_the_code(live, desk):
+    world = live.world
+    inst = world.inst("H410700001")
+    scanner = desk().open_signed_in(inst)
+    page = scanner.page
+    live.clock.advance(world.rt.config.institution_token_ttl + 1)
+
+    token = world.qr(world.holder("徐梅"))
+    answer = scanner.type_code(token)
+    assert answer.status == 401 and problem_code(answer) == "unauthorized"
+    expect(page.locator("#sign-in")).to_be_visible()
+    expect(page.locator("#sign-in-error")).to_have_text("机构登录已过期，请重新登录后再核验")
+    expect(page.locator("#client-id")).to_have_value(inst["client_id"])
+
+    # Signed in again, the code the patient showed is still there, unused.
+    assert scanner.sign_in(inst["client_id"], inst["client_secret"]).status == 200
+    expect(page.locator("#token-text")).to_have_value(token)
+    with page.expect_response(is_call("/v1/scans")) as scanned:
+        page.get_by_role("button", name="核验", exact=True).click()
+    assert scanned.value.status == 200
+    expect(page.locator("#result")).to_contain_text("核验通过")
