@@ -4,6 +4,8 @@ Each test uses demo persons no other browser test uses: the service (the `live` 
 shared by the whole session."""
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from tests.web.browser import expect, is_call, problem_code
@@ -179,6 +181,11 @@ def test_a_loss_report_stops_the_voucher_and_the_page_says_so(live, phone, desk)
     card = scanner.result_shown()
     assert "核验未通过" in card and "该电子凭证已挂失，请参保人通过渠道重新验证后恢复" in card
     assert "错误代码 voucher_suspended" in card
+
+    # The holder's records tell of the refusal in the holder's words, not the desk's instructions.
+    page.reload()
+    expect(page.locator("#records .record-kind").first).to_have_text("扫码使用")
+    expect(page.locator("#records .record-sub").first).to_have_text(re.compile(r"机构 H310000001 · 未通过：电子凭证已挂失$"))
 
 
 def test_an_expired_session_asks_to_come_back_through_the_channel(live, phone):

@@ -23,10 +23,10 @@ HOLDER_CODES = {"unauthorized", "forbidden", "invalid_request", "voucher_not_fou
                 "internal_error"}
 
 
-def messages() -> dict[str, str]:
+def messages(table: str = "MESSAGES") -> dict[str, str]:
     source = (STATIC / "messages.js").read_text(encoding="utf-8")
-    block = re.search(r"const MESSAGES = \{(.*?)\n  \};", source, re.S)
-    assert block, "MESSAGES table not found in messages.js"
+    block = re.search(rf"const {table} = \{{(.*?)\n  \}};", source, re.S)
+    assert block, f"{table} table not found in messages.js"
     return dict(re.findall(r'^\s*([a-z_]+):\s*"([^"]+)",\s*$', block.group(1), re.M))
 
 
@@ -55,6 +55,24 @@ def test_the_words_the_product_asked_for():
     assert table["voucher_suspended"] == "电子凭证已挂失，请通过渠道重新验证后恢复"
     assert table["unauthorized"] == "登录已过期，请从渠道应用重新进入"
     assert table["rate_limited"] == "操作太频繁，请稍后再试"
+
+
+# The refusals a scan writes into the voucher's records (scans._refused): the voucher's and a
+# presenting guardian's state, the rules of _check, and a code used twice.
+RECORDED_SCAN_CODES = {"voucher_suspended", "voucher_cancelled", "token_revoked", "region_not_enrolled",
+                       "remote_care_filing_required", "pin_required", "pin_change_required", "pin_locked",
+                       "token_already_used"}
+
+
+def test_a_refused_scan_in_the_holders_records_is_told_to_the_holder():
+    """The holder reads their records: a refusal there says what happened, not what the desk
+    should do next ("请让参保人…", "请勿受理")."""
+    reasons = messages("RECORD_MESSAGES")
+    assert RECORDED_SCAN_CODES <= set(reasons), sorted(RECORDED_SCAN_CODES - set(reasons))
+    assert set(reasons) <= set(CODES)
+    for code, text in reasons.items():
+        assert re.search(r"[\u4e00-\u9fff]", text) and not re.search("请|参保人|受理", text), (code, text)
+    assert "EV.recordReason(detail.result)" in (STATIC / "holder.js").read_text(encoding="utf-8")
 
 
 def test_page_scripts_keep_no_table_of_their_own():

@@ -416,7 +416,7 @@
       if (rec.institution_code) parts.push("机构 " + rec.institution_code);
       if (detail.actor_guardian) parts.push("亲属代为出示");
       if (detail.result === "ok") parts.push("成功");
-      else if (detail.result) parts.push("未通过：" + EV.message(detail.result));
+      else if (detail.result) parts.push("未通过：" + EV.recordReason(detail.result));
     } else if (rec.kind === "region_switch") {
       parts.push(EV.regionName(detail.old) + " → " + EV.regionName(detail.new));
     } else if (rec.channel) {

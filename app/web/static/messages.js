@@ -57,6 +57,21 @@
     rate_limited: "扫码太频繁，请稍后再试",
   };
 
+  // A refused scan in the holder's own records: what happened at the desk, said to the holder
+  // (the tables above speak to whoever must act now, e.g. "请让参保人刷新后重新出示" to the desk).
+  const RECORD_MESSAGES = {
+    token_already_used: "二维码已被使用过",
+    token_expired: "二维码已过期",
+    token_revoked: "二维码已失效（凭证挂失或亲情账户解除）",
+    voucher_suspended: "电子凭证已挂失",
+    voucher_cancelled: "电子凭证已注销",
+    region_not_enrolled: "在该参保地没有有效的参保信息",
+    remote_care_filing_required: "未办理异地就医备案",
+    pin_required: "尚未设置医保支付密码",
+    pin_change_required: "需先修改初始支付密码",
+    pin_locked: "医保支付密码已锁定",
+  };
+
   const NETWORK_ERROR = "网络连接失败，请检查网络后重试";
   const SIGN_IN_FAILED = "客户端ID或密钥不正确";
 
@@ -119,6 +134,10 @@
     return Object.prototype.hasOwnProperty.call(MESSAGES, code) ? MESSAGES[code] : "操作未成功，请稍后重试";
   }
 
+  function recordReason(code) {
+    return Object.prototype.hasOwnProperty.call(RECORD_MESSAGES, code) ? RECORD_MESSAGES[code] : message(code);
+  }
+
   function regionName(code) {
     return label(REGIONS, code);
   }
@@ -129,6 +148,7 @@
     SIGN_IN_FAILED: SIGN_IN_FAILED,
     PURPOSES: PURPOSES,
     message: message,
+    recordReason: recordReason,
     readProblem: readProblem,
     regionName: regionName,
     insuranceType: function (t) { return label(INSURANCE_TYPES, t); },
