@@ -34,10 +34,11 @@ _STD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "a
 # Identifiers the service makes itself, in the exact form it makes them, are left out of the
 # scrub: they are random hex, which now and then holds a run of digits shaped like a phone
 # number (about 1 token id in 1,700) or an ID number, and masking one would lose the very thing
-# it is logged for, finding a token's or a request's lines. A request id is one the service made
-# or a caller's that `clean_request_id` let through.
-_OWN_IDS = {"token_id": re.compile(r"[0-9a-f]{16}"), "scan_id": re.compile(r"scn_[0-9a-f]{24}"),
-            "request_id": re.compile(r"[0-9A-Za-z._-]{1,64}")}
+# it is logged for, finding a token's or a request's lines. The request's own id (`g.request_id`)
+# is one the service made or a caller's that `clean_request_id` let through; any other value
+# under that key is scrubbed like the rest.
+_OWN_IDS = {"token_id": re.compile(r"[0-9a-f]{16}"), "scan_id": re.compile(r"scn_[0-9a-f]{24}")}
+_REQUEST_ID = re.compile(r"[0-9A-Za-z._-]{1,64}")
 
 
 def scrub(text: str) -> str:
@@ -51,15 +52,16 @@ def scrub(text: str) -> str:
 def clean_request_id(incoming: str) -> bool:
     """A caller's X-Request-Id is kept (and logged unscrubbed) only when it is short, plain and
     holds nothing the scrubber would mask."""
-    return bool(_OWN_IDS["request_id"].fullmatch(incoming)) and scrub(incoming) == incoming
+    return bool(_REQUEST_ID.fullmatch(incoming)) and scrub(incoming) == incoming
 
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry = {"ts": round(record.created, 3), "level": record.levelname.lower(),
                  "logger": record.name, "msg": record.getMessage()}
-        if has_request_context() and "request_id" in g:
-            entry["request_id"] = g.request_id
+        request_id = g.get("request_id") if has_request_context() else None
+        if request_id is not None:
+            entry["request_id"] = request_id
         for key, value in record.__dict__.items():
             if key not in _STD and not key.startswith("_"):
                 entry[key] = value
@@ -67,6 +69,8 @@ class JsonFormatter(logging.Formatter):
             entry["exc"] = self.formatException(record.exc_info)
         own = {key: entry.pop(key) for key, form in _OWN_IDS.items()
                if isinstance(entry.get(key), str) and form.fullmatch(entry[key])}
+        if request_id is not None and entry.get("request_id") == request_id:  # not replaced by an extra
+            own["request_id"] = entry.pop("request_id")
         line = scrub(dumps(entry))
         return line[:-1] + "," + dumps(own)[1:] if own else line
 

@@ -31,10 +31,10 @@ def test_scrub_masks_the_forms_a_serialised_line_carries():
 
 
 def test_the_services_own_ids_are_logged_whole_even_when_digits_in_them_look_like_a_phone():
-    """Token, scan and request ids are random hex: some hold a phone- or ID-number-shaped run of
-    digits. In their exact form they are logged as they are; anything else under those keys, and
-    every other field, is still scrubbed."""
-    own = {"token_id": "a13812345678bcde", "scan_id": "scn_11010519491231002100ab", "request_id": "f13912345678ab0c"}
+    """Token and scan ids are random hex: some hold a phone- or ID-number-shaped run of digits. In
+    their exact form they are logged as they are; anything else under those keys, and every other
+    field, is still scrubbed. (The request's own id: the next test.)"""
+    own = {"token_id": "a13812345678bcde", "scan_id": "scn_11010519491231002100ab"}
     record = logging.LogRecord("t", logging.INFO, "", 0, "request", (), None)
     record.__dict__.update(own, note="call 13800001111")
     entry = json.loads(JsonFormatter().format(record))
@@ -45,6 +45,22 @@ def test_the_services_own_ids_are_logged_whole_even_when_digits_in_them_look_lik
     record.__dict__.update(token_id="13800001111", scan_id="scn_13800001111")  # not the service's forms
     line = JsonFormatter().format(record)
     assert "13800001111" not in line and json.loads(line)["token_id"] == "[phone]"
+
+
+def test_only_the_requests_own_id_is_logged_unscrubbed_under_request_id():
+    """Inside a request, `request_id` is left whole when it is the request's own (made by the
+    service, or a caller's it vetted); another value logged under that key is scrubbed."""
+    from flask import Flask, g
+
+    app = Flask(__name__)
+    with app.test_request_context():
+        g.request_id = "f13912345678ab0c"  # as the service makes them: random hex
+        record = logging.LogRecord("t", logging.INFO, "", 0, "request", (), None)
+        assert json.loads(JsonFormatter().format(record))["request_id"] == "f13912345678ab0c"
+        record = logging.LogRecord("t", logging.INFO, "", 0, "request", (), None)
+        record.request_id = "13800001111"  # e.g. a partner's id, not this request's
+        line = JsonFormatter().format(record)
+        assert "13800001111" not in line and json.loads(line)["request_id"] == "[phone]"
 
 
 def test_a_whole_flow_logs_json_without_personal_data(world):
