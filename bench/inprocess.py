@@ -98,8 +98,8 @@ def environ(app, method: str, path: str, token: str | None = None, body: dict | 
     return env, raw
 
 
-def scan_environs(app, holders, insts, n: int) -> list:
-    """n prebuilt POST /v1/scans requests, each with a token never sent before (issued here with
+def scan_tokens(app, holders, insts, n: int, lifetime: int = 300) -> list[tuple[str, str]]:
+    """n (institution bearer token, QR token) pairs, each QR token new (issued here with
     crypto.tokens.issue and the current key, what the qr endpoint signs), round-robin over the
     holders, each scanned by an institution of the holder's own pooling area."""
     from app.extensions import runtime
@@ -115,9 +115,18 @@ def scan_environs(app, holders, insts, n: int) -> list:
     for k in range(n):
         holder, inst_token = pairs[k % len(pairs)]
         text = tokens.issue(key, voucher_id=holder["voucher_id"], region=holder["active_region"], iat=now,
-                            lifetime=300, token_id=tokens.new_token_id(), fmt="ev1", issuer=rt.config.issuer)
-        out.append(environ(app, "POST", "/v1/scans", inst_token, {"token": text, "purpose": "registration"}))
+                            lifetime=lifetime, token_id=tokens.new_token_id(), fmt="ev1", issuer=rt.config.issuer)
+        out.append((inst_token, text))
     return out
+
+
+def scan_environ(app, inst_token: str, text: str):
+    return environ(app, "POST", "/v1/scans", inst_token, {"token": text, "purpose": "registration"})
+
+
+def scan_environs(app, holders, insts, n: int) -> list:
+    """n prebuilt POST /v1/scans requests, each with a token never sent before (scan_tokens)."""
+    return [scan_environ(app, inst_token, text) for inst_token, text in scan_tokens(app, holders, insts, n)]
 
 
 def call(app, env, raw) -> int:

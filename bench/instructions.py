@@ -31,7 +31,6 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -46,25 +45,12 @@ def prepare(args, tmp: str) -> str:
 
     import inprocess
     from app.extensions import runtime
-    from app.services import keys
-    from crypto import tokens
 
     app, holders, insts = inprocess.build(args, tmp)
     with app.app_context():
-        rt = runtime()
-        key = base64.b64encode(rt.config.master_key).decode()
-        signing = keys.keyring(rt, rt.session(), refresh=True).current
-        issuer = rt.config.issuer
-    need = WARMUP + max(args.calls)
-    pairs = [(h, insts[h["active_region"]]) for h in holders if h["active_region"] in insts]
-    now = int(time.time())
-    scans = []
-    for k in range(need):
-        holder, inst_token = pairs[k % len(pairs)]
-        # An hour's lifetime: a replay under valgrind runs for minutes.
-        text = tokens.issue(signing, voucher_id=holder["voucher_id"], region=holder["active_region"], iat=now,
-                            lifetime=3600, token_id=tokens.new_token_id(), fmt="ev1", issuer=issuer)
-        scans.append([inst_token, text])
+        key = base64.b64encode(runtime().config.master_key).decode()
+    # An hour's lifetime: a replay under valgrind runs for minutes.
+    scans = inprocess.scan_tokens(app, holders, insts, WARMUP + max(args.calls), lifetime=3600)
     state = os.path.join(tmp, "state.json")
     with open(state, "w", encoding="utf-8") as fh:
         json.dump({"master_key": key, "instance": os.path.join(tmp, "instance"), "scans": scans,
@@ -91,8 +77,7 @@ def replay(state_path: str, endpoint: str, calls: int) -> None:
     if endpoint == "healthz":
         envs = [inprocess.environ(app, "GET", "/healthz")] * (WARMUP + calls)
     else:
-        envs = [inprocess.environ(app, "POST", "/v1/scans", inst_token, {"token": text, "purpose": "registration"})
-                for inst_token, text in state["scans"][:WARMUP + calls]]
+        envs = [inprocess.scan_environ(app, inst_token, text) for inst_token, text in state["scans"][:WARMUP + calls]]
     for env, raw in envs:
         status = inprocess.call(app, env, raw)
         assert status < 300, (endpoint, status)
