@@ -171,16 +171,20 @@ def active_link(session: Session, guardian: Voucher, member: Voucher) -> FamilyL
                                                     FamilyLink.status == "active")).first()
 
 
-def presenter(session: Session, rt, member: Voucher, guardian_voucher_id: str, iat: int) -> dict:
+def presenter(session: Session, rt, member: Voucher, guardian_voucher_id: str, iat: int, token_id: str) -> dict:
     """Who presented a member's code: the guardian, if their own voucher would admit a code of
     theirs issued at `iat` (a lost guardian phone showed the family's codes too: a guardian's
     loss report revokes them, and they stay dead after the guardian is reinstated), and if the
-    link was live when the code was issued and still is. Otherwise `token_revoked`."""
+    link was live when the code was issued and still is. Otherwise `token_revoked`.
+
+    Codes are dated in whole seconds, so a link ended and made again within a second looks
+    live at `iat`; the code's own revocation, listed when the old link ended, still refuses it."""
     guardian = session.scalars(select(Voucher).where(Voucher.voucher_id == guardian_voucher_id)).first()
     if guardian is None or guardian.status != "active" or iat < (vouchers.first_code_second(guardian) or 0):
         raise DomainError("token_revoked", "The guardian who showed this code has reported their voucher lost "
                                            "or had it cancelled since")
     link = active_link(session, guardian, member)
-    if link is None or link.accepted_at is None or aware(link.accepted_at).timestamp() > iat + 1:
+    if link is None or link.accepted_at is None or aware(link.accepted_at).timestamp() > iat + 1 \
+            or revocations.lists_token(session, token_id):
         raise DomainError("token_revoked", "The family link this code was shown under has ended")
     return {"relation": link.relation, "name_masked": mask_name(person_of(session, guardian).name)}

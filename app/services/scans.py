@@ -286,7 +286,7 @@ def _check(rt, inst, voucher, person, insurance_type, claims, purpose, now) -> d
     _admits(voucher, claims)
     presenter = None
     if claims.actor:
-        presenter = family.presenter(rt.session(), rt, voucher, claims.actor, claims.iat)
+        presenter = family.presenter(rt.session(), rt, voucher, claims.actor, claims.iat, claims.token_id)
     if insurance_type is None:
         raise DomainError("region_not_enrolled", "The person is not actively insured in the code's region")
     filing = None

@@ -213,8 +213,10 @@ class UsageRecord(Base):
 
 
 class Revocation(Base):
-    """Feed of revoked voucher ids and token ids; the id is the cursor."""
+    """Feed of revoked voucher ids and token ids; the id is the cursor. A scan of a guardian's
+    code looks its token id up by subject (migration 0004)."""
     __tablename__ = "revocations"
+    __table_args__ = (Index("ix_revocations_subject", "subject"),)
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     kind: Mapped[str] = mapped_column(String(16))
     subject: Mapped[str] = mapped_column(String(64))

@@ -121,6 +121,25 @@ def test_ending_a_link_revokes_the_guardians_tokens(world):
     assert problem_code(resp) == "forbidden"
 
 
+def test_a_code_of_an_ended_link_stays_dead_when_the_link_is_made_again_at_once(world):
+    """Codes are dated in whole seconds, so the live link's acceptance time cannot tell an old
+    link's code from the new link's within the same second; the revocation the feed lists can."""
+    g = world.holder("王建国")
+    link = _link(world, g, "王小明", "parent", "出生证 1").get_json()
+    member_vid = link["member"]["voucher_id"]
+    old = world.qr(g, voucher_id=member_vid)
+    assert world.client.delete(f"/v1/me/family/{link['link_id']}", headers=g["headers"]).status_code == 200
+    again = _link(world, g, "王小明", "parent", "出生证 1")  # the same second on the service's clock
+    assert again.status_code == 201 and again.get_json()["link_id"] != link["link_id"]
+    refused = world.scan("H110000001", old)
+    assert refused.status_code == 401 and problem_code(refused) == "token_revoked"
+    assert "family link" in refused.get_json()["detail"]
+    listed = world.client.get("/v1/revocations", headers=world.inst_headers("H110000001")).get_json()["items"]
+    assert [i["kind"] for i in listed] == ["token"]  # the feed lists it, and the service agrees
+    fresh = world.scan("H110000001", world.qr(g, voucher_id=member_vid))
+    assert fresh.status_code == 200 and fresh.get_json()["presented_by"]["relation"] == "parent"
+
+
 def test_a_guardians_loss_report_revokes_the_codes_they_showed_for_members(world):
     """A lost guardian phone has shown the family's codes too: they stop with the guardian's loss
     report and stay dead after the guardian is reinstated; the member's own codes are untouched."""

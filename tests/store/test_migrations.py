@@ -1,4 +1,4 @@
-"""The migrations build exactly the schema the models describe, and 0002 and 0003 go both ways."""
+"""The migrations build exactly the schema the models describe, and 0002, 0003 and 0004 go both ways."""
 from __future__ import annotations
 
 from alembic.autogenerate import compare_metadata
@@ -68,3 +68,22 @@ def test_tokens_valid_after_carries_existing_suspensions_over(tmp_path):
         engine = make_engine(url)
         assert "tokens_valid_after" not in {c["name"] for c in inspect(engine).get_columns("vouchers")}
         engine.dispose()
+
+
+def test_revocations_by_subject_goes_both_ways(tmp_path):
+    """0004 indexes the feed by subject (a guardian code's scan looks its token id up) and goes
+    back down to 0003 and up again."""
+    url = f"sqlite:///{tmp_path / 'd.db'}"
+
+    def revocation_indexes() -> set[str]:
+        engine = make_engine(url)
+        names = {i["name"] for i in inspect(engine).get_indexes("revocations")}
+        engine.dispose()
+        return names
+
+    migrate.upgrade(url)
+    assert revocation_indexes() == {"ix_revocations_subject"}
+    migrate.downgrade(url, "0003")
+    assert revocation_indexes() == set()
+    migrate.upgrade(url)
+    assert revocation_indexes() == {"ix_revocations_subject"}
