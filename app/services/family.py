@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
+from types import SimpleNamespace
 
-from sqlalchemy import or_, select
+from sqlalchemy import bindparam, or_, select
 from sqlalchemy.orm import Session
 
 from crypto import idcard
@@ -12,6 +13,7 @@ from crypto.masking import mask_name
 
 from ..errors import DomainError
 from ..store import rowlock
+from ..store.prepared import Prepared
 from ..store.models import FamilyLink, Person, Voucher
 from . import limits, records, registry, revocations, vouchers
 from .vouchers import aware, china_date, person_of, utc
@@ -171,20 +173,57 @@ def active_link(session: Session, guardian: Voucher, member: Voucher) -> FamilyL
                                                     FamilyLink.status == "active")).first()
 
 
-def presenter(session: Session, rt, member: Voucher, guardian_voucher_id: str, iat: int, token_id: str) -> dict:
+_GUARDIAN_GONE = "The guardian who showed this code has reported their voucher lost or had it cancelled since"
+_LINK_ENDED = "The family link this code was shown under has ended"
+
+
+def presenter(session: Session, rt, member: Voucher, guardian_voucher_id: str, iat: int,
+              token_id: str) -> tuple[dict, tuple[int, int]]:
     """Who presented a member's code: the guardian, if their own voucher would admit a code of
     theirs issued at `iat` (a lost guardian phone showed the family's codes too: a guardian's
     loss report revokes them, and they stay dead after the guardian is reinstated), and if the
     link was live when the code was issued and still is. Otherwise `token_revoked`.
 
     Codes are dated in whole seconds, so a link ended and made again within a second looks
-    live at `iat`; the code's own revocation, listed when the old link ended, still refuses it."""
+    live at `iat`; the code's own revocation, listed when the old link ended, still refuses it.
+
+    Returns the answer's `presented_by` and the (guardian voucher, link) primary keys, which
+    the scan's write checks again (`SHOWN_STILL`) against a report or an end committed since."""
     guardian = session.scalars(select(Voucher).where(Voucher.voucher_id == guardian_voucher_id)).first()
-    if guardian is None or guardian.status != "active" or iat < (vouchers.first_code_second(guardian) or 0):
-        raise DomainError("token_revoked", "The guardian who showed this code has reported their voucher lost "
-                                           "or had it cancelled since")
+    if guardian is None or not _guardian_admits(guardian.status, guardian, iat):
+        raise DomainError("token_revoked", _GUARDIAN_GONE)
     link = active_link(session, guardian, member)
     if link is None or link.accepted_at is None or aware(link.accepted_at).timestamp() > iat + 1 \
             or revocations.lists_token(session, token_id):
-        raise DomainError("token_revoked", "The family link this code was shown under has ended")
-    return {"relation": link.relation, "name_masked": mask_name(person_of(session, guardian).name)}
+        raise DomainError("token_revoked", _LINK_ENDED)
+    shown_by = {"relation": link.relation, "name_masked": mask_name(person_of(session, guardian).name)}
+    return shown_by, (guardian.id, link.id)
+
+
+def _guardian_admits(status: str, guardian, iat: int) -> bool:
+    return status == "active" and iat >= (vouchers.first_code_second(guardian) or 0)
+
+
+def shown_still(guardian, iat: int):
+    """SQL conditions on `guardian` (an alias of Voucher, its row joined with the FamilyLink row
+    the code was shown under) that hold while the guardian's voucher and that link still admit a
+    code issued at the bind parameter `issued_at`: what `presenter` checked, for the scan row's
+    insert to check again (app/services/scans.py)."""
+    return (guardian.status == "active",
+            guardian.tokens_valid_after.is_(None) | (guardian.tokens_valid_after < iat),
+            FamilyLink.guardian_voucher_id == guardian.id, FamilyLink.status == "active")
+
+
+_SHOWN_STATE = Prepared(select(Voucher.status, Voucher.tokens_valid_after, FamilyLink.status.label("link_status"))
+                        .select_from(Voucher).join(FamilyLink, FamilyLink.guardian_voucher_id == Voucher.id)
+                        .where(Voucher.id == bindparam("guardian_id"), FamilyLink.id == bindparam("link_id")))
+
+
+def refuse_if_no_longer_shown(conn, guardian_pk: int, link_pk: int, iat: int) -> None:
+    """After the scan row's insert found the guardian or the link gone: say which, as `presenter`
+    would now (read in the scan's write transaction, on its connection)."""
+    row = _SHOWN_STATE.one(conn, {"guardian_id": guardian_pk, "link_id": link_pk})
+    if row is None or not _guardian_admits(row["status"], SimpleNamespace(**row), iat):
+        raise DomainError("token_revoked", _GUARDIAN_GONE)
+    if row["link_status"] != "active":
+        raise DomainError("token_revoked", _LINK_ENDED)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import datetime as dt
 import logging
 import secrets
@@ -9,7 +10,7 @@ from types import SimpleNamespace
 
 import orjson
 from sqlalchemy import JSON, Text, bindparam, cast, insert, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from crypto import tokens
 from crypto.tokens import TokenError
@@ -17,7 +18,7 @@ from crypto.tokens import TokenError
 from .. import logs, metrics
 from ..errors import DomainError
 from ..store.ephemeral import StoreUnavailable
-from ..store.models import Enrolment, Person, RemoteCareFiling, Scan, UsageRecord, Voucher
+from ..store.models import Enrolment, FamilyLink, Person, RemoteCareFiling, Scan, UsageRecord, Voucher
 from ..store.prepared import Prepared, dialect_insert
 from ..store.writelock import writes
 from . import family, keys, limits, pins, records
@@ -100,7 +101,7 @@ _SCAN_COLUMNS = ("scan_id", "institution_id", "voucher_id", "token_id", "purpose
                  "result", "created_at")
 
 
-def _insert_scan_stmt(dialect):
+def _insert_scan_stmt(dialect, shown: bool = False):
     """The scan row, inserted only while the voucher still admits the code and only once per
     token; otherwise nothing is inserted and no id returned (instead of an error).
 
@@ -109,26 +110,35 @@ def _insert_scan_stmt(dialect):
     the row is selected from the voucher's own row (`voucher_id` and `issued_at` are
     parameters), share-locked on PostgreSQL, so the report's update waits for this scan's
     commit, or this insert waits for the report's and then sees it. SQLite has one writer at a
-    time (docs/decisions.md, "Loss report and concurrent scans")."""
+    time (docs/decisions.md, "Loss report and concurrent scans").
+
+    `shown`: a code a guardian showed for the member. The guardian's voucher and the family link
+    it was shown under (`guardian_id`, `link_id`) are joined, checked again and share-locked the
+    same way, so the guardian's loss report and the link's end are ordered against the scan too."""
     table = Scan.__table__
     values = [Voucher.id if c == "voucher_id" else bindparam(c, type_=table.c[c].type) for c in _SCAN_COLUMNS]
     # `result` arrives as JSON text, the very text the answer sends (serialized once); the
     # column's JSON type would encode it a second time, as a string.
     text_param = bindparam("result", type_=Text)
     values[_SCAN_COLUMNS.index("result")] = cast(text_param, JSON) if dialect.name == "postgresql" else text_param
-    admitted = (select(*values)
-                .where(Voucher.id == bindparam("voucher_id"), Voucher.status == "active",
-                       Voucher.tokens_valid_after.is_(None)
-                       | (Voucher.tokens_valid_after < bindparam("issued_at", type_=Voucher.tokens_valid_after.type)))
-                .with_for_update(read=True))
+    issued_at = bindparam("issued_at", type_=Voucher.tokens_valid_after.type)
+    admitted = select(*values).where(Voucher.id == bindparam("voucher_id"), Voucher.status == "active",
+                                     Voucher.tokens_valid_after.is_(None) | (Voucher.tokens_valid_after < issued_at))
+    if shown:
+        guardian = aliased(Voucher, name="guardian")
+        admitted = (admitted.join(FamilyLink, (FamilyLink.id == bindparam("link_id"))
+                                  & (FamilyLink.member_person_id == Voucher.person_id))
+                    .join(guardian, guardian.id == bindparam("guardian_id"))
+                    .where(*family.shown_still(guardian, issued_at)))
+    admitted = admitted.with_for_update(read=True)
     return (dialect_insert(dialect)(Scan).from_select(list(_SCAN_COLUMNS), admitted)
             .on_conflict_do_nothing(index_elements=["token_id"]).returning(Scan.id))
 
 
-def _accept_stmt(dialect):
+def _accept_stmt(dialect, shown: bool = False):
     """PostgreSQL: the scan row and, only if it went in, its usage record, in one statement
     (data-modifying CTEs). The record's parameters are the record's columns prefixed `record_`."""
-    scan_row = _insert_scan_stmt(dialect).cte("scan_row")
+    scan_row = _insert_scan_stmt(dialect, shown).cte("scan_row")
     table = UsageRecord.__table__
     values = select(*[bindparam("record_" + c, type_=table.c[c].type) for c in records.COLUMNS]
                     ).select_from(scan_row)
@@ -137,6 +147,8 @@ def _accept_stmt(dialect):
 
 _INSERT_SCAN = Prepared(_insert_scan_stmt)
 _ACCEPT_PG = Prepared(_accept_stmt)
+_INSERT_SHOWN_SCAN = Prepared(functools.partial(_insert_scan_stmt, shown=True))
+_ACCEPT_SHOWN_PG = Prepared(functools.partial(_accept_stmt, shown=True))
 
 
 def _load(conn, claims):
@@ -197,11 +209,11 @@ def _scan(conn, rt, inst, text: str, purpose: str) -> dict:
         raise
     body = _body(rt, voucher, person, claims, purpose, facts, now)
     answer = orjson.dumps(body).decode()  # compact, non-ASCII kept: json.dumps's time / 8
-    rows = _accepted_rows(inst, voucher, claims, purpose, body, answer, now)  # built before the lock
+    rows = _accepted_rows(inst, voucher, claims, purpose, body, answer, now, facts["shown"])  # before the lock
     with _write_phase(conn, rt, inst, (voucher, claims, now)) as fresh:
         if not (fresh and _write_accepted(conn, *rows)):
             # Nothing was written but the count, which stands: record the refusal with it.
-            refusal = _not_written(conn, claims)
+            refusal = _not_written(conn, claims, facts["shown"])
             _refused(conn, voucher, inst, claims, purpose, refusal.code)
             raise refusal
         conn.commit()
@@ -237,25 +249,31 @@ def _count_and_mark(rt, inst, voucher, claims, now) -> bool:
     return fresh
 
 
-def _not_written(conn, claims) -> DomainError:
+def _not_written(conn, claims, shown) -> DomainError:
     """Why an accepted code got no scan row: the voucher no longer admits it (reloaded, for a
-    loss report that committed since it was loaded), or else the code was used already."""
+    loss report that committed since it was loaded), or the guardian who showed it or their
+    link to the member no longer does, or else the code was used already."""
     voucher, _person, _insurance_type = _load(conn, claims)
     try:
         _admits(voucher, claims)
+        if shown is not None:
+            family.refuse_if_no_longer_shown(conn, *shown, claims.iat)
     except DomainError as exc:
         return exc
     return DomainError("token_already_used", "This code was already used; ask for a fresh one")
 
 
-def _accepted_rows(inst, voucher, claims, purpose, body, answer: str, now) -> tuple[dict, dict]:
+def _accepted_rows(inst, voucher, claims, purpose, body, answer: str, now, shown) -> tuple[dict, dict]:
     """The scan row's parameters (its `result` is the answer's JSON text, stored as sent; with
-    `issued_at`, the code's issue time the insert checks against a suspension) and its "ok" record."""
+    `issued_at`, the code's issue time the insert checks against a suspension, and for a code a
+    guardian showed, `guardian_id` and `link_id`) and its "ok" record."""
     scan_row = {
         "scan_id": body["scan_id"], "institution_id": inst.id, "voucher_id": voucher.id,
         "token_id": claims.token_id, "purpose": purpose, "ec_token": body["ec_token"],
         "ec_expires_at": utc(now + body["ec_token_expires_in"]), "result": answer, "created_at": utc(now),
         "issued_at": utc(claims.iat)}
+    if shown is not None:
+        scan_row["guardian_id"], scan_row["link_id"] = shown
     record = records.row(voucher.id, "scan", institution=inst.code, result="ok", purpose=purpose,
                          token_id=claims.token_id, scan_id=body["scan_id"], actor_guardian=bool(claims.actor))
     return scan_row, record
@@ -264,10 +282,11 @@ def _accepted_rows(inst, voucher, claims, purpose, body, answer: str, now) -> tu
 def _write_accepted(conn, scan_row: dict, record: dict) -> bool:
     """Write the scan row and its "ok" usage record; False, with nothing written, when this
     token already has a scan row or the voucher no longer admits it."""
+    shown = "guardian_id" in scan_row
     if conn.dialect.name == "postgresql":
         scan_row.update(("record_" + k, v) for k, v in record.items())
-        return _ACCEPT_PG.one(conn, scan_row) is not None
-    if _INSERT_SCAN.one(conn, scan_row) is None:
+        return (_ACCEPT_SHOWN_PG if shown else _ACCEPT_PG).one(conn, scan_row) is not None
+    if (_INSERT_SHOWN_SCAN if shown else _INSERT_SCAN).one(conn, scan_row) is None:
         return False
     records.insert_row(conn, record)
     return True
@@ -282,11 +301,12 @@ def _refused(conn, voucher, inst, claims, purpose: str, code: str) -> None:
 
 
 def _check(rt, inst, voucher, person, insurance_type, claims, purpose, now) -> dict:
-    """Every rule that can refuse a well-signed token; returns the presenting guardian, if any."""
+    """Every rule that can refuse a well-signed token. Returns the facts the answer and the write
+    need: the presenting guardian, if any (`presenter` for the answer, `shown` for the write)."""
     _admits(voucher, claims)
-    presenter = None
+    presenter = shown = None
     if claims.actor:
-        presenter = family.presenter(rt.session(), rt, voucher, claims.actor, claims.iat, claims.token_id)
+        presenter, shown = family.presenter(rt.session(), rt, voucher, claims.actor, claims.iat, claims.token_id)
     if insurance_type is None:
         raise DomainError("region_not_enrolled", "The person is not actively insured in the code's region")
     filing = None
@@ -302,7 +322,7 @@ def _check(rt, inst, voucher, person, insurance_type, claims, purpose, now) -> d
             raise DomainError("pin_change_required", "The holder must change the initial PIN before paying")
         pins.refuse_locked(voucher, utc(now), "The holder's PIN is locked after 5 wrong tries; no payment "
                                               "until it opens again or is reset through a channel")
-    return {"presenter": presenter, "insurance_type": insurance_type, "filing": filing}
+    return {"presenter": presenter, "shown": shown, "insurance_type": insurance_type, "filing": filing}
 
 
 def _admits(voucher, claims) -> None:

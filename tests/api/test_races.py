@@ -243,3 +243,66 @@ def test_a_code_issued_while_a_loss_report_commits_stays_dead_after_reinstatemen
     world.reinstate(h)
     assert problem_code(world.scan("H110000001", raced)) == "token_revoked"
     assert world.scan("H110000001", world.qr(h)).status_code == 200
+
+
+def _guardian_with_member_code(world):
+    g = world.holder("王建国")
+    link = world.client.post("/v1/me/family", headers=g["headers"], json={
+        "id_number": world.person("王小明")["id_number"], "name": "王小明", "relation": "parent",
+        "document_ref": "出生证 1"}).get_json()
+    token = world.qr(g, voucher_id=link["member"]["voucher_id"])
+    world.inst_headers("H110000001")  # the scan needs no token request while the other call runs
+    return g, link, token
+
+
+def _scan_with_a_call_between_its_checks_and_its_write(world, monkeypatch, token, call):
+    """The scan checks the code (the guardian's voucher and link included), then `call` runs to
+    its end in another thread, then the scan writes: as when that call commits in between."""
+    from app.services import scans
+    original, done = scans._body, []
+
+    def body_after_call(*args, **kwargs):
+        if not done:
+            t = threading.Thread(target=lambda: done.append(call(world.app.test_client())))
+            t.start()
+            t.join()
+        return original(*args, **kwargs)
+    monkeypatch.setattr(scans, "_body", body_after_call)
+    answer = world.app.test_client().post("/v1/scans", json={"token": token, "purpose": "registration"},
+                                          headers=world.inst_headers("H110000001"))
+    return done[0], answer
+
+
+def test_a_guardians_code_in_flight_when_the_guardians_loss_report_commits_is_refused(world, monkeypatch):
+    """The guardian's voucher is checked again by the scan row's insert, as the member's own is:
+    a report that commits after the scan's checks and before its write refuses the scan."""
+    g, link, token = _guardian_with_member_code(world)
+    report, answer = _scan_with_a_call_between_its_checks_and_its_write(
+        world, monkeypatch, token, lambda c: c.post("/v1/me/loss-report", json={}, headers=g["headers"]))
+    assert report.status_code == 200, report.get_json()
+    assert answer.status_code == 401 and problem_code(answer) == "token_revoked"
+    assert "guardian" in answer.get_json()["detail"]
+    _assert_refused_and_recorded(world, link)
+
+
+def test_a_guardians_code_in_flight_when_the_link_ends_is_refused(world, monkeypatch):
+    """Likewise the link: ended after the scan's checks and before its write, the scan is refused
+    and no scan row is written."""
+    g, link, token = _guardian_with_member_code(world)
+    ended, answer = _scan_with_a_call_between_its_checks_and_its_write(
+        world, monkeypatch, token, lambda c: c.delete(f"/v1/me/family/{link['link_id']}", headers=g["headers"]))
+    assert ended.status_code == 200, ended.get_json()
+    assert answer.status_code == 401 and problem_code(answer) == "token_revoked"
+    assert "family link" in answer.get_json()["detail"]
+    _assert_refused_and_recorded(world, link)
+
+
+def _assert_refused_and_recorded(world, link):
+    """No scan row; the member's last record is the refused scan."""
+    from app.store.models import Scan, UsageRecord
+    with world.rt.engine.connect() as conn:
+        assert conn.execute(select(Scan.id)).all() == []
+        last = conn.execute(select(UsageRecord.kind, UsageRecord.detail).join(Voucher)
+                            .where(Voucher.voucher_id == link["member"]["voucher_id"])
+                            .order_by(UsageRecord.id.desc())).first()
+    assert last.kind == "scan" and last.detail["result"] == "token_revoked"
