@@ -18,13 +18,12 @@ def backend():
     return "sqlite-sqlstore"
 
 
-@pytest.fixture
-def inst_headers(app, client):
-    """Bearer headers for a freshly registered, active hospital."""
+def hospital_headers(app, client, code: str = "H110000099") -> dict:
+    """Bearer headers for a freshly registered, active hospital with institution code `code`."""
     from app.services import institutions
     with app.app_context():
         session = app.extensions["evoucher"].session()
-        inst, secret = institutions.add(session, code="H110000099", name="测试医院", kind="hospital",
+        inst, secret = institutions.add(session, code=code, name="测试医院", kind="hospital",
                                         region_code="110000")
         client_id = inst.client_id
         session.commit()
@@ -33,6 +32,12 @@ def inst_headers(app, client):
                        headers={"Authorization": f"Basic {basic}"})
     assert resp.status_code == 200, resp.get_json()
     return {"Authorization": "Bearer " + resp.get_json()["access_token"]}
+
+
+@pytest.fixture
+def inst_headers(app, client):
+    """Bearer headers for a freshly registered, active hospital."""
+    return hospital_headers(app, client)
 
 
 # --- browser tests: Chromium driven by Playwright against the service over HTTP ---------------
