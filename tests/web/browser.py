@@ -22,6 +22,30 @@ def expect(target):
     return playwright_expect(target)
 
 
+def qr_picture(text: str, size: tuple[int, int] = (640, 480)) -> Image.Image:
+    """What a webcam sees of a phone held up to it with the QR code of `text`: the code, as large
+    as fits a little inside the frame, on white."""
+    code = zxingcpp.create_barcode(text, zxingcpp.BarcodeFormat.QRCode, ec_level="M")
+    side = memoryview(code.to_image(scale=1)).shape[0]
+    view = memoryview(code.to_image(scale=max(1, int(min(size) * 0.8) // side)))
+    image = Image.frombytes("L", (view.shape[1], view.shape[0]), view.tobytes())
+    picture = Image.new("L", size, 255)
+    picture.paste(image, ((size[0] - image.width) // 2, (size[1] - image.height) // 2))
+    return picture
+
+
+def write_y4m(path, picture: Image.Image, frames: int = 3) -> None:
+    """Write `picture` as a YUV4MPEG2 video (4:2:0) of `frames` frames, which Chromium's fake
+    camera (--use-file-for-fake-video-capture) plays over and over."""
+    width, height = picture.size
+    luma, cb, cr = picture.convert("YCbCr").split()
+    chroma = (width // 2, height // 2)
+    frame = b"FRAME\n" + luma.tobytes() + cb.resize(chroma).tobytes() + cr.resize(chroma).tobytes()
+    with open(path, "wb") as fh:
+        fh.write(f"YUV4MPEG2 W{width} H{height} F10:1 Ip A1:1 C420jpeg\n".encode())
+        fh.write(frame * frames)
+
+
 def read_qr(png: bytes) -> str:
     """The text of the one QR code in a screenshot, read by zxing-cpp as a desk scanner would."""
     found = zxingcpp.read_barcode(Image.open(io.BytesIO(png)), formats=zxingcpp.BarcodeFormat.QRCode)
