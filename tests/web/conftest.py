@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import time
 from types import SimpleNamespace
@@ -9,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 
 from tests.conftest import build_app, build_config, need_service
-from tests.web.browser import HolderPage, ScannerPage, Watch, write_y4m
+from tests.web.browser import HolderPage, OwnChromium, ScannerPage, Watch, write_y4m
 from tests.web.live import LiveServer, RunningClock
 
 
@@ -150,3 +151,40 @@ def camera_desk(new_page, tmp_path):
     its own, launched with the fake camera's flags)."""
     return lambda picture, **kw: ScannerPage(*new_page(DESK, chromium_args=fake_camera(picture, tmp_path), **kw))
 
+
+@pytest.fixture
+def own_page(playwright_driver, live, tmp_path):
+    """Opens a page in a Chromium the test launches itself (browser.OwnChromium), where the page
+    can be hidden and shown again for real (`hide()`, `show()` of the page objects); as new_page,
+    it takes a viewport, `clock` and `chromium_args`, and Watch.check's the page when the test ends.
+    Page objects opened there need `base=live.url`: the browser's own context has no base URL."""
+    opened = []
+    with contextlib.ExitStack() as stack:
+        def new(viewport: dict, *, clock: bool = False, chromium_args: list[str] | None = None):
+            own = stack.enter_context(OwnChromium(playwright_driver, CHROMIUM, tmp_path / f"chromium-{len(opened)}",
+                                                  chromium_args or []))
+            page = own.page
+            page.set_viewport_size(viewport)
+            page.set_default_timeout(5000)
+            if clock:
+                hold_clock(page)
+            watch = Watch(page)
+            opened.append(watch)
+            return page, watch
+        yield new
+    for watch in opened:
+        watch.check()
+
+
+@pytest.fixture
+def own_phone(own_page, live):
+    """A new phone for the holder page in a Chromium of its own, its clock held, whose screen the
+    test turns off and on (`hide()`, `show()`)."""
+    return lambda: HolderPage(*own_page(PHONE, clock=True), base=live.url)
+
+
+@pytest.fixture
+def own_camera_desk(own_page, live, tmp_path):
+    """A new desk computer whose webcam films `picture`, in a Chromium of its own, whose page the
+    test hides and shows (`hide()`, `show()`)."""
+    return lambda picture: ScannerPage(*own_page(DESK, chromium_args=fake_camera(picture, tmp_path)), base=live.url)

@@ -323,3 +323,24 @@ def test_a_camera_left_on_with_no_code_stops_after_two_minutes(live, camera_desk
     expect(page.locator("#result")).to_be_hidden()
     assert len(_decoded(scanner.watch.calls)) == sent
 
+
+def test_a_hidden_desk_page_sends_no_frames_until_it_is_shown_again(live, own_camera_desk):
+    blank = Image.new("RGB", (640, 480), (235, 235, 235))
+    scanner = own_camera_desk(blank).open_signed_in(live.world.inst("P320682001"))
+    page = scanner.page
+    _no_detector(page)
+    page.get_by_role("button", name="摄像头扫码").click()
+    with page.expect_response(is_call("/scanner/decode")):
+        pass
+
+    scanner.hide()  # the clerk puts the browser away, the camera still on
+    page.wait_for_timeout(700)  # a frame on its way when the page was hidden comes back
+    sent = len(_decoded(scanner.watch.calls))
+    page.wait_for_timeout(1500)
+    assert len(_decoded(scanner.watch.calls)) == sent
+
+    with page.expect_response(is_call("/scanner/decode")) as answer:
+        scanner.show()
+    assert problem_code(answer.value) == "token_malformed"
+    expect(page.locator("#camera")).to_be_visible()
+    expect(page.locator("#notice")).to_be_hidden()
