@@ -45,6 +45,7 @@ class Config:
     pin_memory_cost: int = 65536
     issue_rate_per_minute: int = 30
     scan_rate_per_minute: int = 600
+    decode_rate_per_minute: int = 600
     pin_rate_per_minute: int = 10
     family_rate_per_minute: int = 5
     channel_rate_per_minute: int = 600
@@ -69,6 +70,7 @@ class Config:
             pin_memory_cost=_int(env, "PIN_HASH_MEMORY_KIB", 65536, 8, 4 * 1024 * 1024),
             issue_rate_per_minute=_int(env, "RATE_ISSUE_PER_MINUTE", 30, 1, 100000),
             scan_rate_per_minute=_int(env, "RATE_SCAN_PER_MINUTE", 600, 1, 10000000),
+            decode_rate_per_minute=_int(env, "RATE_DECODE_PER_MINUTE", 600, 1, 10000000),
             pin_rate_per_minute=_int(env, "RATE_PIN_PER_MINUTE", 10, 1, 1000),
             family_rate_per_minute=_int(env, "RATE_FAMILY_PER_MINUTE", 5, 1, 1000),
             channel_rate_per_minute=_int(env, "RATE_CHANNEL_PER_MINUTE", 600, 1, 10000000),

@@ -199,9 +199,9 @@ def document() -> dict:
             ("channel_not_bound",)),
         "/m/": {"get": op("Holder page (mobile)", "pages", html)},
         "/scanner/": {"get": op("Institution desk scanner page", "pages", html)},
-        "/scanner/decode": {"post": op("Decode an uploaded photo of a QR code", "pages",
+        "/scanner/decode": {"post": op("Decode a photo or camera frame of a QR code; limited per institution", "pages",
                                        {**_json(OBJ), **_err("token_malformed", "institution_inactive", "unauthorized",
-                                                             *COMMON)},
+                                                             "rate_limited", *COMMON)},
                                        security=INST, body={"content": {"multipart/form-data": {"schema": {
                                            "type": "object", "properties": {"image": {"type": "string",
                                                                                       "format": "binary"}}}}}})},

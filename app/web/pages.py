@@ -6,6 +6,7 @@ from flask import Blueprint, jsonify, render_template, request
 from ..api.auth import institution_required
 from ..api.institutions import calling_institution
 from ..errors import DomainError
+from ..services import limits
 from . import decode
 
 bp = Blueprint("web", __name__, template_folder="templates", static_folder="static",
@@ -62,7 +63,11 @@ def scanner():
 @bp.post("/scanner/decode")
 @institution_required
 def scanner_decode():
-    calling_institution()  # an active institution whose token was got with its current secret
+    rt, inst = calling_institution()  # an active institution whose token was got with its current secret
+    # Decoding costs CPU, and a desk without BarcodeDetector sends two camera frames a second:
+    # each institution's desks share an allowance, counted before the image is read.
+    limits.enforce(rt, "decode", inst.code, rt.config.decode_rate_per_minute,
+                   "Too many images from this institution; slow down")
     upload = request.files.get("image")
     if upload is None:
         raise DomainError("invalid_request", "Send the photo as the multipart field 'image'", field="image")

@@ -74,7 +74,8 @@ BODY_LIMIT = 16 * 1024
 PIN, NEW_PIN = "258013", "135792"
 SCHEMES = ("wechat", "alipay", "bank-icbc")
 RAISED_LIMITS = dict(issue_rate_per_minute=100_000, pin_rate_per_minute=1_000, family_rate_per_minute=1_000,
-                     channel_rate_per_minute=1_000_000, scan_rate_per_minute=1_000_000)
+                     channel_rate_per_minute=1_000_000, scan_rate_per_minute=1_000_000,
+                     decode_rate_per_minute=1_000_000)
 
 DOC = document()
 OPERATIONS = {(method.upper(), path): op for path, ops in DOC["paths"].items() for method, op in ops.items()}

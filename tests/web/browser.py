@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import io
 import re
+import subprocess
+import time
 from urllib.parse import quote
 
 import zxingcpp
@@ -20,6 +22,30 @@ def expect(target):
     tests are collected all the same, and the `chromium` fixture says what is missing."""
     from playwright.sync_api import expect as playwright_expect
     return playwright_expect(target)
+
+
+def qr_picture(text: str, size: tuple[int, int] = (640, 480)) -> Image.Image:
+    """What a webcam sees of a phone held up to it with the QR code of `text`: the code, as large
+    as fits a little inside the frame, on white."""
+    code = zxingcpp.create_barcode(text, zxingcpp.BarcodeFormat.QRCode, ec_level="M")
+    side = memoryview(code.to_image(scale=1)).shape[0]
+    view = memoryview(code.to_image(scale=max(1, int(min(size) * 0.8) // side)))
+    image = Image.frombytes("L", (view.shape[1], view.shape[0]), view.tobytes())
+    picture = Image.new("L", size, 255)
+    picture.paste(image, ((size[0] - image.width) // 2, (size[1] - image.height) // 2))
+    return picture
+
+
+def write_y4m(path, picture: Image.Image, frames: int = 3) -> None:
+    """Write `picture` as a YUV4MPEG2 video (4:2:0) of `frames` frames, which Chromium's fake
+    camera (--use-file-for-fake-video-capture) plays over and over."""
+    width, height = picture.size
+    luma, cb, cr = picture.convert("YCbCr").split()
+    chroma = (width // 2, height // 2)
+    frame = b"FRAME\n" + luma.tobytes() + cb.resize(chroma).tobytes() + cr.resize(chroma).tobytes()
+    with open(path, "wb") as fh:
+        fh.write(f"YUV4MPEG2 W{width} H{height} F10:1 Ip A1:1 C420jpeg\n".encode())
+        fh.write(frame * frames)
 
 
 def read_qr(png: bytes) -> str:
@@ -92,17 +118,47 @@ def is_call(path: str, method: str = "POST"):
     return matches
 
 
-class HolderPage:
-    """/m/ on the insured person's phone."""
+class BrowserPage:
+    """A page and its Watch; `base` is the service's URL when the browser context has none."""
 
-    def __init__(self, page, watch: Watch):
-        self.page, self.watch = page, watch
+    def __init__(self, page, watch: Watch, base: str = ""):
+        self.page, self.watch, self.base = page, watch, base
+
+    def hide(self) -> None:
+        """Minimise the window, as a phone's screen goes dark or a desk PC's browser is put away:
+        the page is hidden (document.visibilityState, `visibilitychange`). Only in an
+        OwnChromium: where Playwright launched the browser, a page stays visible."""
+        self._window("minimized", "hidden")
+
+    def show(self) -> None:
+        """Restore the window: the page is visible again."""
+        self._window("normal", "visible")
+
+    def visibility(self) -> str:
+        return self.page.evaluate("document.visibilityState")
+
+    def _window(self, state: str, visibility: str) -> None:
+        cdp = self.page.context.new_cdp_session(self.page)
+        try:
+            window = cdp.send("Browser.getWindowForTarget")["windowId"]
+            cdp.send("Browser.setWindowBounds", {"windowId": window, "bounds": {"windowState": state}})
+        finally:
+            cdp.detach()
+        # Polled from here: a hidden page runs no animation frames for Playwright to wait on.
+        deadline = time.monotonic() + 5
+        while self.visibility() != visibility:
+            assert time.monotonic() < deadline, f"the page did not become {visibility}"
+            time.sleep(0.05)
+
+
+class HolderPage(BrowserPage):
+    """/m/ on the insured person's phone."""
 
     def open(self, access_token: str) -> "HolderPage":
         """Open the page as a channel app hands it over: the session in the URL fragment. Returns
         once the first code is shown (or the page has said why there is none)."""
         with self.page.expect_response(is_call("/v1/me", "GET")):
-            self.page.goto("/m/#access_token=" + quote(access_token, safe=""))
+            self.page.goto(self.base + "/m/#access_token=" + quote(access_token, safe=""))
         return self
 
     def text(self, selector: str) -> str:
@@ -132,14 +188,11 @@ class HolderPage:
         return answer.value
 
 
-class ScannerPage:
+class ScannerPage(BrowserPage):
     """/scanner/ at a hospital or pharmacy desk."""
 
-    def __init__(self, page, watch: Watch):
-        self.page, self.watch = page, watch
-
     def open(self) -> "ScannerPage":
-        self.page.goto("/scanner/")
+        self.page.goto(self.base + "/scanner/")
         self.page.locator("#sign-in").wait_for(state="visible")
         return self
 
@@ -179,3 +232,63 @@ class ScannerPage:
         card = self.page.locator("#result")
         card.wait_for(state="visible")
         return card.inner_text()
+
+
+class OwnChromium:
+    """Debian's Chromium launched by the test and driven by Playwright over CDP, without the
+    defaults Playwright gives the browsers it launches itself. One of those, focus emulation
+    (`Emulation.setFocusEmulationEnabled`, on every page it opens), keeps a page visible whatever
+    becomes of its window or tab: there document.visibilityState never leaves "visible".
+    Connected with `no_defaults`, the pages of the browser's default context are left as
+    Chromium makes them, and a minimised window hides its page (headless Chromium 156).
+    `with OwnChromium(playwright, executable, directory, args) as own:` opens `own.page`."""
+
+    def __init__(self, playwright, executable: str, directory, args: list[str]):
+        self.playwright, self.executable, self.directory, self.args = playwright, executable, directory, args
+
+    def __enter__(self) -> "OwnChromium":
+        self.directory.mkdir(parents=True, exist_ok=True)
+        profile = self.directory / "profile"
+        self._log = open(self.directory / "chromium.log", "wb")
+        # No sandbox, as Playwright launches it: the tests may run as root.
+        self._process = subprocess.Popen(
+            [self.executable, "--headless", "--no-sandbox", "--remote-debugging-port=0",
+             f"--user-data-dir={profile}", "--no-first-run", "--no-default-browser-check",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             "--password-store=basic", "--use-mock-keychain", *self.args, "about:blank"],
+            stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT)
+        try:
+            self.browser = self.playwright.chromium.connect_over_cdp(self._endpoint(profile), no_defaults=True)
+            context = self.browser.contexts[0]
+            self.page = context.pages[0] if context.pages else context.new_page()
+        except BaseException:
+            self._stop()
+            raise
+        return self
+
+    def _endpoint(self, profile) -> str:
+        """The DevTools address Chromium writes into its profile once it listens."""
+        port_file = profile / "DevToolsActivePort"
+        deadline = time.monotonic() + 30
+        while True:
+            lines = port_file.read_text().split() if port_file.exists() else []
+            if len(lines) >= 2:
+                return f"ws://127.0.0.1:{lines[0]}{lines[1]}"
+            assert self._process.poll() is None, f"Chromium exited; see {self.directory / 'chromium.log'}"
+            assert time.monotonic() < deadline, "Chromium did not open its DevTools port"
+            time.sleep(0.05)
+
+    def __exit__(self, *exc) -> None:
+        try:
+            self.browser.close()
+        finally:
+            self._stop()
+
+    def _stop(self) -> None:
+        self._process.terminate()
+        try:
+            self._process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+        self._log.close()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import time
 from types import SimpleNamespace
@@ -9,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 
 from tests.conftest import build_app, build_config, need_service
-from tests.web.browser import HolderPage, ScannerPage, Watch
+from tests.web.browser import HolderPage, OwnChromium, ScannerPage, Watch, write_y4m
 from tests.web.live import LiveServer, RunningClock
 
 
@@ -18,13 +19,12 @@ def backend():
     return "sqlite-sqlstore"
 
 
-@pytest.fixture
-def inst_headers(app, client):
-    """Bearer headers for a freshly registered, active hospital."""
+def hospital_headers(app, client, code: str = "H110000099") -> dict:
+    """Bearer headers for a freshly registered, active hospital with institution code `code`."""
     from app.services import institutions
     with app.app_context():
         session = app.extensions["evoucher"].session()
-        inst, secret = institutions.add(session, code="H110000099", name="测试医院", kind="hospital",
+        inst, secret = institutions.add(session, code=code, name="测试医院", kind="hospital",
                                         region_code="110000")
         client_id = inst.client_id
         session.commit()
@@ -35,6 +35,12 @@ def inst_headers(app, client):
     return {"Authorization": "Bearer " + resp.get_json()["access_token"]}
 
 
+@pytest.fixture
+def inst_headers(app, client):
+    """Bearer headers for a freshly registered, active hospital."""
+    return hospital_headers(app, client)
+
+
 # --- browser tests: Chromium driven by Playwright against the service over HTTP ---------------
 
 CHROMIUM = os.environ.get("EVOUCHER_TEST_CHROMIUM", "/usr/bin/chromium")
@@ -43,9 +49,9 @@ DESK = {"width": 1024, "height": 768}
 
 
 @pytest.fixture(scope="session")
-def chromium():
-    """One headless Chromium for the session (Debian's, driven by Playwright). Missing, it skips
-    the browser tests with the reason; under CI=true it fails them (tests/conftest.need_service)."""
+def playwright_driver():
+    """Playwright, with Debian's Chromium to drive. Either missing, it skips the browser tests
+    with the reason; under CI=true it fails them (tests/conftest.need_service)."""
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
@@ -54,9 +60,15 @@ def chromium():
         need_service("Chromium", f"no browser at {CHROMIUM}: apt-get install chromium, "
                                  "or point EVOUCHER_TEST_CHROMIUM at one")
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM)
-        yield browser
-        browser.close()
+        yield pw
+
+
+@pytest.fixture(scope="session")
+def chromium(playwright_driver):
+    """One headless Chromium for the session (Debian's, driven by Playwright)."""
+    browser = playwright_driver.chromium.launch(executable_path=CHROMIUM)
+    yield browser
+    browser.close()
 
 
 @pytest.fixture(scope="session")
@@ -76,28 +88,40 @@ def live(request, tmp_path_factory):
 
 
 @pytest.fixture
-def new_page(chromium, live):
+def new_page(chromium, playwright_driver, live):
     """Opens a page in a fresh browser context (storage of its own: another device) on `live`;
-    when the test ends, asserts of every page opened that nothing went wrong in it (Watch.check)."""
-    opened = []
+    when the test ends, asserts of every page opened that nothing went wrong in it (Watch.check).
+    With `chromium_args`, the page is in a Chromium of its own launched with those flags."""
+    opened, launched = [], []
 
-    def new(viewport: dict, *, clock: bool = False):
-        context = chromium.new_context(base_url=live.url, viewport=viewport, locale="zh-CN",
-                                       timezone_id="Asia/Shanghai")
+    def new(viewport: dict, *, clock: bool = False, chromium_args: list[str] | None = None):
+        browser = chromium
+        if chromium_args:
+            browser = playwright_driver.chromium.launch(executable_path=CHROMIUM, args=chromium_args)
+            launched.append(browser)
+        context = browser.new_context(base_url=live.url, viewport=viewport, locale="zh-CN",
+                                      timezone_id="Asia/Shanghai")
         context.set_default_timeout(5000)
         page = context.new_page()
         if clock:  # the page's timers then run only when the test moves its clock forward
-            now = time.time()
-            page.clock.install(time=now)
-            page.clock.pause_at(now + 1)
+            hold_clock(page)
         watch = Watch(page)
         opened.append((context, watch))
         return page, watch
     yield new
     for context, _watch in opened:
         context.close()
+    for browser in launched:
+        browser.close()
     for _context, watch in opened:
         watch.check()
+
+
+def hold_clock(page) -> None:
+    """Install Playwright's clock in `page`, held still: its timers run when the test moves it."""
+    now = time.time()
+    page.clock.install(time=now)
+    page.clock.pause_at(now + 1)
 
 
 @pytest.fixture
@@ -110,3 +134,57 @@ def phone(new_page):
 def desk(new_page):
     """A new desk computer with the scanner page."""
     return lambda: ScannerPage(*new_page(DESK))
+
+
+def fake_camera(picture, directory) -> list[str]:
+    """Chromium flags for a webcam that films `picture` (a PIL image, even width and height):
+    the fake capture device plays it from a Y4M file, the fake permission prompt allows it."""
+    video = directory / f"camera-{time.monotonic_ns()}.y4m"
+    write_y4m(video, picture)
+    return ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+            f"--use-file-for-fake-video-capture={video}"]
+
+
+@pytest.fixture
+def camera_desk(new_page, tmp_path):
+    """A new desk computer whose webcam films `picture`: `camera_desk(picture)` (in a Chromium of
+    its own, launched with the fake camera's flags)."""
+    return lambda picture, **kw: ScannerPage(*new_page(DESK, chromium_args=fake_camera(picture, tmp_path), **kw))
+
+
+@pytest.fixture
+def own_page(playwright_driver, live, tmp_path):
+    """Opens a page in a Chromium the test launches itself (browser.OwnChromium), where the page
+    can be hidden and shown again for real (`hide()`, `show()` of the page objects); as new_page,
+    it takes a viewport, `clock` and `chromium_args`, and Watch.check's the page when the test ends.
+    Page objects opened there need `base=live.url`: the browser's own context has no base URL."""
+    opened = []
+    with contextlib.ExitStack() as stack:
+        def new(viewport: dict, *, clock: bool = False, chromium_args: list[str] | None = None):
+            own = stack.enter_context(OwnChromium(playwright_driver, CHROMIUM, tmp_path / f"chromium-{len(opened)}",
+                                                  chromium_args or []))
+            page = own.page
+            page.set_viewport_size(viewport)
+            page.set_default_timeout(5000)
+            if clock:
+                hold_clock(page)
+            watch = Watch(page)
+            opened.append(watch)
+            return page, watch
+        yield new
+    for watch in opened:
+        watch.check()
+
+
+@pytest.fixture
+def own_phone(own_page, live):
+    """A new phone for the holder page in a Chromium of its own, its clock held, whose screen the
+    test turns off and on (`hide()`, `show()`)."""
+    return lambda: HolderPage(*own_page(PHONE, clock=True), base=live.url)
+
+
+@pytest.fixture
+def own_camera_desk(own_page, live, tmp_path):
+    """A new desk computer whose webcam films `picture`, in a Chromium of its own, whose page the
+    test hides and shows (`hide()`, `show()`)."""
+    return lambda picture: ScannerPage(*own_page(DESK, chromium_args=fake_camera(picture, tmp_path)), base=live.url)

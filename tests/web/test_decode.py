@@ -9,6 +9,7 @@ import zxingcpp
 from PIL import Image, PngImagePlugin
 
 from tests.helpers import problem_code
+from tests.web.conftest import hospital_headers
 
 MiB = 1024 * 1024
 
@@ -85,6 +86,23 @@ def test_decompression_bomb_is_refused(client, inst_headers):
 def test_over_two_mib_is_payload_too_large(client, inst_headers, size):
     resp = post(client, inst_headers, os.urandom(size))
     assert resp.status_code == 413 and problem_code(resp) == "payload_too_large"
+
+
+def test_each_institution_has_an_allowance_of_images_per_minute(make_app, clock):
+    """A desk without BarcodeDetector sends its camera's frames here twice a second; frames
+    without a code count too, and one institution's desks cannot use up another's allowance."""
+    app = make_app(decode_rate_per_minute=3)
+    client = app.test_client()
+    clock.advance(60 - clock.now() % 60)  # the start of a one-minute window
+    desk, other = hospital_headers(app, client, "H110000099"), hospital_headers(app, client, "H110000098")
+    frame = encode(Image.new("L", (800, 600), 235), "JPEG")
+    assert [problem_code(post(client, desk, frame)) for _ in range(3)] == ["token_malformed"] * 3
+    resp = post(client, desk, encode(qr_image()))
+    assert resp.status_code == 429 and problem_code(resp) == "rate_limited"
+    assert resp.headers["Retry-After"] == "60"
+    assert post(client, other, encode(qr_image())).get_json() == {"text": "EV1:TEST"}
+    clock.advance(60)
+    assert post(client, desk, encode(qr_image())).get_json() == {"text": "EV1:TEST"}
 
 
 def test_requires_an_institution_token(client):

@@ -221,3 +221,29 @@ def test_switching_the_insured_region_shows_a_code_for_that_region(live, phone):
     resp = live.world.scan("H410700001", token)
     assert resp.status_code == 200, resp.get_json()
     assert resp.get_json()["insurance"]["region_code"] == "410700"
+
+
+def test_a_code_that_expired_while_the_phone_slept_is_replaced_when_it_wakes(live, own_phone):
+    world = live.world
+    holder = own_phone()
+    holder.open(world.holder("胡晓")["access_token"])
+    first = holder.code()
+    page = holder.page
+
+    holder.hide()  # the screen goes dark: document.visibilityState is "hidden"
+    # Past the code's expiry on both clocks, the service's and the page's: nobody can see the
+    # code, so the page asks for none.
+    live.clock.advance(world.rt.config.token_lifetime + world.rt.config.clock_skew + 1)
+    page.clock.fast_forward(90_000)
+    assert holder.watch.calls.count("POST /v1/me/qr-tokens") == 1
+
+    second, answer = holder.next_code(holder.show)  # the phone wakes: a fresh code at once
+    assert answer.status == 201 and second != first
+    expect(page.locator("#countdown")).to_have_text("二维码 60 秒后失效，到期前自动刷新")
+    expect(page.locator("#notice")).to_be_hidden()
+    # 胡晓 is insured in Shenzhen: a Beijing desk scans the code as an emergency.
+    resp = world.scan("H110000001", first, "emergency")
+    assert resp.status_code == 401 and resp.get_json()["code"] == "token_expired"
+    resp = world.scan("H110000001", second, "emergency")
+    assert resp.status_code == 200, resp.get_json()
+    holder.watch.assert_never_shown(second)

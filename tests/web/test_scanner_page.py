@@ -9,7 +9,7 @@ import io
 import pytest
 from PIL import Image
 
-from tests.web.browser import expect, is_call, problem_code
+from tests.web.browser import expect, is_call, problem_code, qr_picture
 
 RUGAO = "H320682001"  # 如皋市人民示范医院, where the persons below are insured
 
@@ -166,3 +166,181 @@ def test_an_expired_sign_in_asks_to_sign_in_again_and_keeps_the_code(live, desk)
         page.get_by_role("button", name="核验", exact=True).click()
     assert scanned.value.status == 200
     expect(page.locator("#result")).to_contain_text("核验通过")
+
+
+# --- the camera without BarcodeDetector: frames read by /scanner/decode -----------------------
+# Headless Chromium on Linux has no BarcodeDetector, as desktop Chrome on Windows and Linux,
+# Firefox and desktop Safari have none: what runs here is what a desk PC with a webcam runs.
+
+def _decoded(calls) -> list:
+    return [c for c in calls if c == "POST /scanner/decode"]
+
+
+def _no_detector(page) -> None:
+    assert page.evaluate("'BarcodeDetector' in window") is False
+
+
+def test_the_camera_reads_a_code_held_up_to_it(live, camera_desk):
+    world = live.world
+    inst = world.inst("P110000001")
+    token = world.qr(world.holder("张丽"))
+    scanner = camera_desk(qr_picture(token)).open_signed_in(inst)
+    page = scanner.page
+    _no_detector(page)
+    scanner.choose("药店购药")
+    frames = []
+    page.on("request", lambda r: frames.append(r) if r.url.endswith("/scanner/decode") else None)
+
+    with page.expect_response(is_call("/v1/scans")) as scanned:
+        page.get_by_role("button", name="摄像头扫码").click()
+    assert scanned.value.status == 200
+    assert scanned.value.request.post_data_json == {"token": token, "purpose": "pharmacy"}
+    scan = scanned.value.json()
+    card = page.locator("#result")
+    expect(card.locator(".result-head")).to_have_text("核验通过药店购药")
+    expect(card).to_contain_text("*丽")
+    expect(card).to_contain_text("核验编号 " + scan["scan_id"])
+    # The code was read: the camera is off, ready for the next patient.
+    expect(page.locator("#camera")).to_be_hidden()
+    expect(page.get_by_role("button", name="摄像头扫码")).to_be_visible()
+    assert page.evaluate("document.getElementById('camera-video').srcObject") is None
+    # A frame went to the decoder (Chromium does not show Playwright an uploaded blob: that the
+    # decoder read the code is what says the frame was sent as the multipart field `image`).
+    assert frames and all(f.headers["content-type"].startswith("multipart/form-data") for f in frames)
+    assert frames[-1].response().json() == {"text": token}
+    assert len(_decoded(scanner.watch.calls)) == len(frames)
+
+    got = world.client.get(f"/v1/scans/{scan['scan_id']}", headers=world.inst_headers("P110000001"))
+    assert got.status_code == 200, got.get_json()
+    assert got.get_json()["person"]["name_masked"] == "*丽"
+    scanner.watch.assert_never_shown(token)
+
+
+def test_frames_without_a_code_are_no_error_and_the_camera_keeps_looking(live, camera_desk):
+    blank = Image.new("RGB", (640, 480), (235, 235, 235))
+    scanner = camera_desk(blank).open_signed_in(live.world.inst("P320682001"))
+    page = scanner.page
+    _no_detector(page)
+    started, in_flight = [], []
+    page.on("request", lambda r: (started.append(r), in_flight.append(r)) if r.url.endswith("/scanner/decode") else None)
+    page.on("requestfinished", lambda r: in_flight.remove(r) if r in in_flight else None)
+    most = []
+    page.on("request", lambda r: most.append(len(in_flight)))
+
+    page.get_by_role("button", name="摄像头扫码").click()
+    for _ in range(3):
+        with page.expect_response(is_call("/scanner/decode")) as answer:
+            pass
+        assert answer.value.status == 400 and problem_code(answer.value) == "token_malformed"
+    expect(page.locator("#camera")).to_be_visible()
+    expect(page.locator("#notice")).to_be_hidden()
+    expect(page.locator("#result")).to_be_hidden()
+    assert max(most) == 1, "more than one frame on its way at once"
+    starts = [r.timing["startTime"] for r in started[:3]]
+    assert all(b - a >= 450 for a, b in zip(starts, starts[1:])), f"frames sent too often: {starts}"
+
+    # Stopped by the clerk, the camera sends nothing more.
+    page.get_by_role("button", name="停止扫码").click()
+    expect(page.locator("#camera")).to_be_hidden()
+    sent = len(_decoded(scanner.watch.calls))
+    page.wait_for_timeout(1500)
+    assert len(_decoded(scanner.watch.calls)) == sent
+    # Signing out stops it too.
+    page.get_by_role("button", name="摄像头扫码").click()
+    with page.expect_response(is_call("/scanner/decode")):
+        pass
+    page.get_by_role("button", name="退出登录").click()
+    expect(page.locator("#sign-in")).to_be_visible()
+    sent = len(_decoded(scanner.watch.calls))
+    page.wait_for_timeout(1500)
+    assert len(_decoded(scanner.watch.calls)) == sent
+    expect(page.locator("#sign-in-error")).to_be_hidden()
+
+
+def _signed_out(live, monkeypatch):
+    live.clock.advance(live.world.rt.config.institution_token_ttl + 1)  # the server ends the sign-in
+    return 401, "unauthorized"
+
+
+def _over_the_limit(live, monkeypatch):
+    monkeypatch.setattr(live.world.rt.config, "decode_rate_per_minute", 1)
+    return 429, "rate_limited"
+
+
+@pytest.mark.parametrize("cause", [_signed_out, _over_the_limit], ids=["signed-out", "rate-limited"])
+def test_a_refused_frame_stops_the_camera_and_says_why(live, camera_desk, monkeypatch, cause):
+    blank = Image.new("RGB", (640, 480), (235, 235, 235))
+    inst = live.world.inst("P410700001")
+    scanner = camera_desk(blank).open_signed_in(inst)
+    page = scanner.page
+    page.get_by_role("button", name="摄像头扫码").click()
+    with page.expect_response(is_call("/scanner/decode")):
+        pass
+    status, code = cause(live, monkeypatch)
+    with page.expect_response(lambda r: is_call("/scanner/decode")(r) and r.status != 400) as refused:
+        pass
+    assert refused.value.status == status and problem_code(refused.value) == code
+    expect(page.locator("#camera")).to_be_hidden()
+    if code == "unauthorized":
+        expect(page.locator("#sign-in")).to_be_visible()
+        expect(page.locator("#sign-in-error")).to_have_text("机构登录已过期，请重新登录后再核验")
+        expect(page.locator("#client-id")).to_have_value(inst["client_id"])
+    else:
+        card = page.locator("#result")
+        expect(card.locator(".refusal")).to_have_text("扫码太频繁，请稍后再试")
+        expect(card).to_contain_text("错误代码 rate_limited")
+        expect(page.get_by_role("button", name="摄像头扫码")).to_be_visible()
+    sent = len(_decoded(scanner.watch.calls))
+    page.wait_for_timeout(1200)
+    assert len(_decoded(scanner.watch.calls)) == sent
+
+
+def _run_clock_until(page, done, step_ms: int = 100, steps: int = 100) -> None:
+    """Move the page's held clock forward a step at a time until `done()`."""
+    for _ in range(steps):
+        if done():
+            return
+        page.clock.run_for(step_ms)
+    assert done()
+
+
+def test_a_camera_left_on_with_no_code_stops_after_two_minutes(live, camera_desk):
+    blank = Image.new("RGB", (640, 480), (235, 235, 235))
+    scanner = camera_desk(blank, clock=True).open_signed_in(live.world.inst("P320682001"))
+    page = scanner.page
+    page.get_by_role("button", name="摄像头扫码").click()
+    with page.expect_response(is_call("/scanner/decode")) as answer:
+        _run_clock_until(page, lambda: _decoded(scanner.watch.calls))
+    assert problem_code(answer.value) == "token_malformed"
+    sent = len(_decoded(scanner.watch.calls))
+
+    page.clock.fast_forward(2 * 60 * 1000)
+    _run_clock_until(page, lambda: page.locator("#camera").is_hidden())
+    notice = page.locator("#notice")
+    expect(notice).to_have_text("摄像头已关闭（2 分钟内未识别到二维码），需要时请再次点击“摄像头扫码”")
+    expect(notice).to_have_class("notice notice-info")  # word to the clerk, not an error
+    expect(page.get_by_role("button", name="摄像头扫码")).to_be_visible()
+    expect(page.locator("#result")).to_be_hidden()
+    assert len(_decoded(scanner.watch.calls)) == sent
+
+
+def test_a_hidden_desk_page_sends_no_frames_until_it_is_shown_again(live, own_camera_desk):
+    blank = Image.new("RGB", (640, 480), (235, 235, 235))
+    scanner = own_camera_desk(blank).open_signed_in(live.world.inst("P320682001"))
+    page = scanner.page
+    _no_detector(page)
+    page.get_by_role("button", name="摄像头扫码").click()
+    with page.expect_response(is_call("/scanner/decode")):
+        pass
+
+    scanner.hide()  # the clerk puts the browser away, the camera still on
+    page.wait_for_timeout(700)  # a frame on its way when the page was hidden comes back
+    sent = len(_decoded(scanner.watch.calls))
+    page.wait_for_timeout(1500)
+    assert len(_decoded(scanner.watch.calls)) == sent
+
+    with page.expect_response(is_call("/scanner/decode")) as answer:
+        scanner.show()
+    assert problem_code(answer.value) == "token_malformed"
+    expect(page.locator("#camera")).to_be_visible()
+    expect(page.locator("#notice")).to_be_hidden()

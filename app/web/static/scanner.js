@@ -9,10 +9,22 @@
   const UPLOAD_SIDE = 2048;       // photos are scaled down to this before upload
   const MAX_TOKEN_CHARS = 2048;   // what POST /v1/scans accepts
   const DETECT_EVERY_MS = 250;
+  // Without BarcodeDetector the server reads camera frames: one at a time, at most this often,
+  // scaled down to this long side (a code held up to a webcam stays readable at 800 px).
+  const FRAME_EVERY_MS = 500;
+  const FRAME_SIDE = 800;
+  const FRAME_QUALITY = 0.8;
+  // A camera left on with no code in front of it stops, and no longer spends the institution's
+  // share of the decoder (docs/decisions.md, "Web pages").
+  const CAMERA_IDLE_MS = 2 * 60 * 1000;
+  const NO_CODE = "token_malformed";  // what /scanner/decode answers for an image without a QR code
   const $ = function (id) { return document.getElementById(id); };
 
-  // detectable: BarcodeDetector reads QR codes here; supported: and a camera API exists too.
-  const camera = { stream: null, timer: null, detector: null, detectable: false, supported: false };
+  // detectable: BarcodeDetector reads QR codes here; supported: a camera API exists (without
+  // BarcodeDetector the server reads the frames). session: counts starts and stops, so that an
+  // answer for a camera since stopped is dropped; sending: a frame is on its way to the server.
+  const camera = { stream: null, timer: null, detector: null, detectable: false, supported: false,
+                   session: 0, sending: false, since: 0 };
   let busy = false;
 
   class ApiError extends Error {
@@ -148,10 +160,10 @@
 
   // --- notices and result card --------------------------------------------------------------
 
-  function showNotice(text) {
+  function showNotice(text, kind) {
     const el = $("notice");
     el.textContent = text;
-    el.className = "notice notice-error";
+    el.className = "notice notice-" + (kind || "error");
     el.hidden = false;
   }
 
@@ -293,7 +305,7 @@
     }
   }
 
-  // --- camera (BarcodeDetector) -------------------------------------------------------------
+  // --- camera: BarcodeDetector in the browser, or frames read by the server -------------------
 
   async function detectorAvailable() {
     if (!("BarcodeDetector" in window)) return false;
@@ -320,6 +332,8 @@
       showNotice("无法打开摄像头，请检查浏览器的摄像头权限，或改用上传图片、扫码枪录入");
       return;
     }
+    camera.session += 1;
+    camera.since = Date.now();
     const video = $("camera-video");
     video.srcObject = camera.stream;
     $("camera").hidden = false;
@@ -327,7 +341,8 @@
     try {
       await video.play();
     } catch (_) { /* autoplay of a muted inline video is allowed; detection still polls frames */ }
-    scanFrame();
+    if (camera.detectable) scanFrame();
+    else pollServer();
   }
 
   function scanFrame() {
@@ -349,14 +364,84 @@
     }, DETECT_EVERY_MS);
   }
 
+  // The next frame for the server, unless the camera is off, a frame is still on its way, or
+  // nobody can see the page (onVisibility resumes it).
+  function pollServer() {
+    if (camera.detectable) return;
+    window.clearTimeout(camera.timer);
+    if (!camera.stream || camera.sending || document.hidden) return;
+    camera.timer = window.setTimeout(sendFrame, FRAME_EVERY_MS);
+  }
+
+  async function sendFrame() {
+    const session = camera.session;
+    if (!camera.stream || document.hidden) return;  // hidden since this frame was planned
+    if (Date.now() - camera.since >= CAMERA_IDLE_MS) {
+      stopCamera();
+      showNotice("摄像头已关闭（2 分钟内未识别到二维码），需要时请再次点击“摄像头扫码”", "info");
+      return;
+    }
+    let text = null;
+    let failure = null;
+    camera.sending = true;
+    try {
+      text = await readFrame();
+    } catch (err) {
+      failure = err;
+    } finally {
+      camera.sending = false;
+    }
+    if (session !== camera.session) {
+      pollServer();  // stopped meanwhile; if started again, that camera's frames wait for this one
+      return;
+    }
+    if (failure) {
+      stopCamera();
+      if (failure.code === "unauthorized") showSignIn(failure.message);
+      else showRefused(failure, purpose());
+    } else if (text) {
+      stopCamera();
+      verify(text);
+    } else {
+      pollServer();
+    }
+  }
+
+  // The text of the code in the camera's current frame, as the server reads it; null when the
+  // frame holds none (the clerk is still holding the phone up: no error for that).
+  async function readFrame() {
+    const video = $("camera-video");
+    if (video.readyState < 2) return null;  // no frame yet
+    let frame;
+    try {
+      frame = await scaledJpeg(video, FRAME_SIDE, FRAME_QUALITY);
+    } catch (_) {
+      return null;
+    }
+    if (!frame) return null;
+    try {
+      return await decodeOnServer(frame);
+    } catch (err) {
+      if (err.code === NO_CODE) return null;
+      throw err;
+    }
+  }
+
   function stopCamera() {
     window.clearTimeout(camera.timer);
+    camera.session += 1;
     if (camera.stream) camera.stream.getTracks().forEach(function (t) { t.stop(); });
     camera.stream = null;
     const video = $("camera-video");
     video.srcObject = null;
     $("camera").hidden = true;
     if (camera.supported) $("camera-btn").hidden = false;
+  }
+
+  function onVisibility() {
+    if (document.hidden || !camera.stream || camera.detectable) return;
+    camera.since = Date.now();  // time the page was hidden is not time the camera looked for a code
+    pollServer();
   }
 
   // --- photo upload -------------------------------------------------------------------------
@@ -373,25 +458,30 @@
     }
   }
 
-  // Phone photos are often larger than the server takes: scale them down to a JPEG first.
-  async function uploadable(file) {
-    const plain = file.type === "image/png" || file.type === "image/jpeg";
-    if (plain && file.size <= MAX_UPLOAD_BYTES) return file;
-    let bitmap;
-    try {
-      bitmap = await window.createImageBitmap(file);
-    } catch (_) {
-      return file;  // the server will say what is wrong with it
-    }
-    const scale = Math.min(1, UPLOAD_SIDE / Math.max(bitmap.width, bitmap.height));
+  // `source` (a photo, or the camera's <video>) as a JPEG at most `side` pixels on its long side;
+  // null when the browser cannot encode it.
+  async function scaledJpeg(source, side, quality) {
+    const bitmap = await window.createImageBitmap(source);
+    const scale = Math.min(1, side / Math.max(bitmap.width, bitmap.height));
     const canvas = document.createElement("canvas");
     canvas.width = Math.round(bitmap.width * scale);
     canvas.height = Math.round(bitmap.height * scale);
     canvas.getContext("2d").drawImage(bitmap, 0, 0, canvas.width, canvas.height);
     if (bitmap.close) bitmap.close();
     return new Promise(function (resolve) {
-      canvas.toBlob(function (blob) { resolve(blob || file); }, "image/jpeg", 0.92);
+      canvas.toBlob(resolve, "image/jpeg", quality);
     });
+  }
+
+  // Phone photos are often larger than the server takes: scale them down to a JPEG first.
+  async function uploadable(file) {
+    const plain = file.type === "image/png" || file.type === "image/jpeg";
+    if (plain && file.size <= MAX_UPLOAD_BYTES) return file;
+    try {
+      return (await scaledJpeg(file, UPLOAD_SIDE, 0.92)) || file;
+    } catch (_) {
+      return file;  // the server will say what is wrong with it
+    }
   }
 
   async function decodeOnServer(file) {
@@ -456,12 +546,15 @@
     $("photo-input").addEventListener("change", onPhoto);
     $("camera-btn").addEventListener("click", startCamera);
     $("camera-stop").addEventListener("click", stopCamera);
+    document.addEventListener("visibilitychange", onVisibility);
 
     if (accessToken()) showDesk();
     else showSignIn(load(KEYS.token) ? EV.message("unauthorized", true) : "");
 
+    // Without BarcodeDetector (desktop Chrome on Windows and Linux, Firefox, desktop Safari) the
+    // camera is offered all the same: the server reads its frames (sendFrame).
     camera.detectable = await detectorAvailable();
-    camera.supported = camera.detectable && !!(navigator.mediaDevices && navigator.mediaDevices.getUserMedia);
+    camera.supported = !!(navigator.mediaDevices && navigator.mediaDevices.getUserMedia);
     $("camera-btn").hidden = !camera.supported || !!camera.stream;
   }
 
