@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from tests.web.browser import expect, is_call, problem_code
+from tests.web.browser import assert_accessible, expect, is_call, problem_code
 from tests.web.live import LiveServer
 
 pytestmark = pytest.mark.browser
@@ -45,6 +45,7 @@ def test_activating_on_a_channel_page_opens_a_code_the_desk_accepts(live, phone,
     expect(page.locator("#insurance-type")).to_have_text("职工医保")
     expect(page.locator("#countdown")).to_have_text("二维码 60 秒后失效，到期前自动刷新")
     expect(page.locator("#records .record-kind")).to_have_text(["设置支付密码", "绑定渠道", "激活电子凭证"])
+    assert_accessible(page, "the holder's code and records")
 
     token = holder.code()  # read from the screen, as a desk scanner reads it
     resp = live.world.scan("H110000001", token)
@@ -59,6 +60,7 @@ def test_without_a_session_the_page_says_where_to_open_it(phone):
     holder.page.goto("/m/")
     expect(holder.page.locator("#entry")).to_contain_text("请从微信、支付宝或银行App进入医保电子凭证")
     expect(holder.page.locator("#app")).to_be_hidden()
+    assert_accessible(holder.page, "the page opened without a session")
 
 
 def test_the_code_is_replaced_before_it_expires(live, phone):
@@ -93,11 +95,13 @@ def test_a_code_that_could_not_be_replaced_is_shown_as_expired(live, phone):
     page.clock.fast_forward(50_000)
     expect(page.locator("#notice")).to_have_text("网络连接失败，请检查网络后重试")
     expect(page.locator("#qr-img")).not_to_have_class("qr-img qr-stale")  # 10 s left: still shown
+    assert_accessible(page, "a failed refresh's notice")
     page.clock.fast_forward(10_000)
     expect(page.locator("#countdown")).to_have_text("二维码已失效")
     expect(page.locator("#qr-img")).to_have_class("qr-img qr-stale")
     retry = page.get_by_role("button", name="二维码已失效，点击刷新")
     expect(retry).to_be_visible()
+    assert_accessible(page, "an expired code")
 
     page.unroute("**/v1/me/qr-tokens")
     token, answer = holder.next_code(retry.click)
@@ -128,6 +132,7 @@ def test_a_guardian_shows_a_family_members_code(live, phone, desk):
     expect(page.locator("#region-name")).to_have_text("北京市")
     # The member's records, the code just shown for them first.
     expect(page.locator("#records .record-kind")).to_have_text(["亲属代为出示二维码", "添加亲情账户", "激活电子凭证"])
+    assert_accessible(page, "a family member's code, the person switcher showing")
 
     scanner = desk().open_signed_in(world.inst("H110000001"))
     assert scanner.type_code(member_code).status == 200
@@ -153,6 +158,7 @@ def test_a_loss_report_stops_the_voucher_and_the_page_says_so(live, phone, desk)
     loss.click()
     expect(dialog).to_be_visible()
     expect(dialog).to_contain_text("确认挂失？")
+    assert_accessible(page, "the loss-report confirmation")
     dialog.get_by_role("button", name="取消").click()  # second thoughts: nothing changes
     expect(dialog).to_be_hidden()
     expect(page.locator("#qr-card")).to_be_visible()
@@ -168,6 +174,7 @@ def test_a_loss_report_stops_the_voucher_and_the_page_says_so(live, phone, desk)
     expect(page.locator("#loss-card")).to_be_hidden()
     assert page.locator("#qr-img").get_attribute("src") is None
     expect(page.locator("#records .record-kind").first).to_have_text("挂失")
+    assert_accessible(page, "a voucher reported lost")
 
     # Opened again later, the page still shows the stopped voucher and asks for no code.
     page.reload()
@@ -199,6 +206,7 @@ def test_an_expired_session_asks_to_come_back_through_the_channel(live, phone):
     expect(page.locator("#notice")).to_have_text("登录已过期，请从渠道应用重新进入")
     expect(page.locator("#app")).to_be_hidden()
     assert page.evaluate("sessionStorage.getItem('evoucher.holder.access_token')") is None
+    assert_accessible(page, "an ended session")
 
     page.reload()  # the ended session is forgotten: the page says where to open it again
     expect(page.locator("#entry")).to_be_visible()
@@ -211,6 +219,7 @@ def test_switching_the_insured_region_shows_a_code_for_that_region(live, phone):
     expect(page.locator("#region-name")).to_have_text("北京市")  # insured there most recently
     select = page.get_by_label("切换参保地")
     expect(select.locator("option")).to_have_text(["北京市（职工医保）", "新乡市（职工医保）"])
+    assert_accessible(page, "the region switcher")
 
     with page.expect_response(is_call("/v1/me/active-region", "PUT")) as switched:
         token, answer = holder.next_code(lambda: select.select_option("410700"))
@@ -218,6 +227,7 @@ def test_switching_the_insured_region_shows_a_code_for_that_region(live, phone):
     expect(page.locator("#notice")).to_have_text("参保地已切换为新乡市")
     expect(page.locator("#region-name")).to_have_text("新乡市")
     expect(page.locator("#records .record-sub").first).to_have_text("北京市 → 新乡市")
+    assert_accessible(page, "a switched region's notice")
     resp = live.world.scan("H410700001", token)
     assert resp.status_code == 200, resp.get_json()
     assert resp.get_json()["insurance"]["region_code"] == "410700"

@@ -9,7 +9,7 @@ import io
 import pytest
 from PIL import Image
 
-from tests.web.browser import expect, is_call, problem_code, qr_picture
+from tests.web.browser import assert_accessible, expect, is_call, problem_code, qr_picture
 
 RUGAO = "H320682001"  # 如皋市人民示范医院, where the persons below are insured
 
@@ -21,9 +21,11 @@ def test_an_institution_signs_in_and_a_typed_code_shows_the_person(live, desk):
     inst = world.inst(RUGAO)
     scanner = desk().open()
     page = scanner.page
+    assert_accessible(page, "the sign-in form")
 
     page.get_by_role("button", name="登录", exact=True).click()  # nothing filled in
     expect(page.locator("#sign-in-error")).to_have_text("请输入客户端ID和密钥")
+    assert_accessible(page, "the sign-in form with an error")
     assert "POST /v1/oauth/token" not in scanner.watch.calls
     answer = scanner.sign_in(inst["client_id"], inst["client_secret"] + "x")
     assert answer.status == 401 and problem_code(answer) == "unauthorized"
@@ -34,6 +36,7 @@ def test_an_institution_signs_in_and_a_typed_code_shows_the_person(live, desk):
     expect(page.locator("#desk")).to_be_visible()
     expect(page.get_by_role("radio", name="挂号")).to_be_checked()
     expect(page.locator("#token-text")).to_be_focused()  # ready for a keyboard-wedge scanner
+    assert_accessible(page, "the desk")
 
     holder = world.holder("杨帆")
     token = world.qr(holder)
@@ -56,6 +59,7 @@ def test_an_institution_signs_in_and_a_typed_code_shows_the_person(live, desk):
     expect(card).to_contain_text("就医凭证令牌 ec_token（30 分钟内有效，仅限本机构）")
     expect(card).to_contain_text("核验编号 " + scan["scan_id"])
     expect(page.locator("#token-text")).to_have_value("")  # a one-use code is not left on the desk
+    assert_accessible(page, "an accepted code's card")
     scanner.watch.assert_never_shown(token)
 
     page.get_by_role("button", name="退出登录").click()
@@ -142,6 +146,7 @@ def test_a_refused_code_is_explained_in_chinese(live, desk, make_token, purpose,
     expect(card.locator(".refusal")).to_have_text(message)
     expect(card).to_contain_text("错误代码 " + code)
     expect(scanner.page.locator("#token-text")).to_have_value("")
+    assert_accessible(scanner.page, f"a refusal's card ({code})")
     scanner.watch.assert_never_shown(token)
 
 
@@ -235,6 +240,7 @@ def test_frames_without_a_code_are_no_error_and_the_camera_keeps_looking(live, c
     expect(page.locator("#camera")).to_be_visible()
     expect(page.locator("#notice")).to_be_hidden()
     expect(page.locator("#result")).to_be_hidden()
+    assert_accessible(page, "the camera looking for a code")
     assert max(most) == 1, "more than one frame on its way at once"
     starts = [r.timing["startTime"] for r in started[:3]]
     assert all(b - a >= 450 for a, b in zip(starts, starts[1:])), f"frames sent too often: {starts}"
@@ -319,6 +325,7 @@ def test_a_camera_left_on_with_no_code_stops_after_two_minutes(live, camera_desk
     notice = page.locator("#notice")
     expect(notice).to_have_text("摄像头已关闭（2 分钟内未识别到二维码），需要时请再次点击“摄像头扫码”")
     expect(notice).to_have_class("notice notice-info")  # word to the clerk, not an error
+    assert_accessible(page, "the camera's notice")
     expect(page.get_by_role("button", name="摄像头扫码")).to_be_visible()
     expect(page.locator("#result")).to_be_hidden()
     assert len(_decoded(scanner.watch.calls)) == sent
@@ -344,3 +351,13 @@ def test_a_hidden_desk_page_sends_no_frames_until_it_is_shown_again(live, own_ca
     assert problem_code(answer.value) == "token_malformed"
     expect(page.locator("#camera")).to_be_visible()
     expect(page.locator("#notice")).to_be_hidden()
+
+
+def test_a_desk_without_a_camera_is_told_what_to_use_instead(live, desk):
+    scanner = desk().open_signed_in(live.world.inst("P110000001"))  # Chromium without a camera
+    page = scanner.page
+    page.get_by_role("button", name="摄像头扫码").click()
+    expect(page.locator("#notice")).to_have_text("无法打开摄像头，请检查浏览器的摄像头权限，或改用上传图片、扫码枪录入")
+    expect(page.locator("#camera")).to_be_hidden()
+    expect(page.get_by_role("button", name="摄像头扫码")).to_be_visible()
+    assert_accessible(page, "the notice of a camera that cannot be opened")
