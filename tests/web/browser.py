@@ -150,6 +150,54 @@ def assert_accessible(page, state: str) -> None:
     assert not violations, f"axe-core: {len(violations)} violation(s) in {state}:\n" + "\n".join(lines)
 
 
+_LAYOUT_PROBLEMS = """selectors => {
+    const out = [];
+    const root = document.documentElement;
+    const width = root.clientWidth;
+    if (root.scrollWidth > width) out.push(`the page scrolls sideways: ${root.scrollWidth} px wide in ${width}`);
+    for (const selector of selectors) {
+        const found = Array.from(document.querySelectorAll(selector));
+        if (!found.length) out.push(`${selector}: not in the page`);
+        for (const el of found) {
+            el.scrollIntoView({block: "center", inline: "center"});
+            const which = found.length > 1 ? `${selector} #${found.indexOf(el) + 1}` : selector;
+            const box = el.getBoundingClientRect();
+            if (!box.width || !box.height) { out.push(`${which}: not shown`); continue; }
+            if (box.left < 0 || box.right > width + 0.5) {
+                out.push(`${which}: from ${box.left} to ${box.right} px, outside the ${width} px of the screen`);
+            }
+            // An inline element has no box of its own to cut its text off.
+            if (getComputedStyle(el).display !== "inline" &&
+                (el.scrollWidth > el.clientWidth + 1 || el.scrollHeight > el.clientHeight + 1)) {
+                out.push(`${which}: its text does not fit (${el.scrollWidth}x${el.scrollHeight} px in ${el.clientWidth}x${el.clientHeight})`);
+            }
+            // The middle of the element (of its first line, where an inline element wraps) is its own.
+            const line = el.getClientRects()[0];
+            const hit = document.elementFromPoint(line.left + line.width / 2, line.top + line.height / 2);
+            if (!hit || !el.contains(hit)) {
+                const other = hit ? `<${hit.localName} id="${hit.id}" class="${hit.className}">` : "nothing";
+                out.push(`${which}: covered by ${other}`);
+            }
+        }
+    }
+    window.scrollTo(0, 0);
+    return out;
+}"""
+
+
+def assert_fits(page, selectors: list[str], state: str) -> None:
+    """Assert that a person can see and press what `selectors` pick (each must match at least
+    once) as the page is now: the page does not scroll sideways, and each element is shown,
+    within the screen's width, with its text inside it, and not covered by another element."""
+    problems = page.evaluate(_LAYOUT_PROBLEMS, selectors)
+    assert not problems, f"{state}:\n" + "\n".join(problems)
+
+
+def font_size(page, selector: str) -> float:
+    """The computed font size in CSS pixels of the first element `selector` picks."""
+    return page.locator(selector).first.evaluate("e => parseFloat(getComputedStyle(e).fontSize)")
+
+
 def problem_code(response) -> str:
     """The problem `code` a page was answered with."""
     assert response.headers["content-type"].startswith("application/problem+json"), response.status

@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from tests.web.browser import assert_accessible, expect, is_call, problem_code
+from tests.web.browser import assert_accessible, assert_fits, expect, font_size, is_call, problem_code
 from tests.web.live import LiveServer
 
 pytestmark = pytest.mark.browser
@@ -303,3 +303,44 @@ def test_loading_more_records_goes_on_reading_where_the_button_was(live, phone):
     expect(records.nth(20)).to_be_focused()
     expect(records.nth(20).locator(".record-kind")).to_have_text("激活电子凭证")
     assert_accessible(page, "the whole records list")
+
+
+def test_at_twice_the_text_size_everything_fits_a_small_phone(live, phone, chinese_font):
+    """An elderly holder whose phone shows text at twice the default size: the page's text follows
+    that setting, and the code, its countdown, both switchers and every button stay on a 360 px
+    screen, whole and pressable, with nothing to scroll sideways."""
+    world = live.world
+    world.enrol("黄秀兰", "1946-03-08", [("110000", "employee"), ("410700", "resident")])
+    world.enrol("黄乐乐", "2018-09-09", [("110000", "resident")])
+    grandmother = world.holder("黄秀兰")
+    child = world.person("黄乐乐")
+    resp = world.client.post("/v1/me/family", headers=grandmother["headers"], json={
+        "id_number": child["id_number"], "name": child["name"], "relation": "grandchild",
+        "document_ref": "户口簿 110105"})
+    assert resp.status_code == 201, resp.get_json()
+
+    holder = phone(clock=True, font_size=32)
+    page = holder.page
+    holder.open(grandmother["access_token"])
+    token = holder.code()
+    # Twice the size indeed: the page sizes its text in rem, which follow the reader's setting.
+    assert font_size(page, "#countdown") == 28 and font_size(page, "#who-name") == 36
+    expect(page.locator("#people .chip")).to_have_text(["本人", "亲情账户: *乐乐"])
+    expect(page.get_by_label("切换参保地").locator("option")).to_have_count(2)
+    assert_fits(page, ["#who-name", "#qr-img", "#countdown", "#qr-refresh", "#people .chip", "#region-select",
+                       "#records .record", "#loss-btn"], "the holder's code at twice the text size")
+    # The code keeps the size a scanner needs, and reads.
+    assert page.locator("#qr-img").bounding_box()["width"] >= 200
+    assert world.scan("H110000001", token, "emergency").status_code == 200  # wherever she is insured
+    assert_accessible(page, "the holder's code at twice the text size")
+
+    page.get_by_role("button", name="挂失本人电子凭证").click()
+    assert_fits(page, ["#loss-dialog-title", "#loss-dialog-text", "#loss-cancel", "#loss-confirm"],
+                "the loss-report confirmation at twice the text size")
+    page.get_by_role("button", name="取消").click()
+
+    holder.watch.allow(r"net::ERR_FAILED")  # the refreshes that let the code expire
+    page.route("**/v1/me/qr-tokens", lambda route: route.abort("failed"))
+    page.clock.fast_forward(60_000)
+    expect(page.get_by_role("button", name="二维码已失效，点击刷新")).to_be_visible()
+    assert_fits(page, ["#qr-expired", "#countdown", "#notice"], "an expired code at twice the text size")

@@ -9,7 +9,7 @@ import io
 import pytest
 from PIL import Image
 
-from tests.web.browser import assert_accessible, expect, is_call, problem_code, qr_picture
+from tests.web.browser import assert_accessible, assert_fits, expect, font_size, is_call, problem_code, qr_picture
 
 RUGAO = "H320682001"  # 如皋市人民示范医院, where the persons below are insured
 
@@ -473,3 +473,26 @@ def test_every_desk_action_can_be_done_by_keyboard_alone(live, desk):
     expect(page.locator("#sign-in")).to_be_visible()
     expect(page.locator("#client-secret")).to_be_focused()
     scanner.watch.assert_never_shown(token)
+
+
+@pytest.mark.parametrize("viewport,name", [({"width": 360, "height": 640}, "冯玉珍"),
+                                           ({"width": 1024, "height": 768}, "褚建华")], ids=["phone", "desk"])
+def test_at_twice_the_text_size_the_desk_page_fits(live, desk, chinese_font, viewport, name):
+    """A clerk with text at twice the default size, on a phone or a desk screen: every field,
+    choice and button of the page, and the person card, stay whole, pressable and within the
+    screen's width, with nothing to scroll sideways."""
+    world = live.world
+    world.enrol(name, "1958-06-06", [("110000", "employee")])
+    scanner = desk(viewport, font_size=32).open()
+    page = scanner.page
+    assert font_size(page, "#client-id") == 32 and font_size(page, "#sign-in-form label") == 28
+    assert_fits(page, ["h1", "#client-id", "#client-secret", "#sign-in-form button"],
+                "the sign-in form at twice the text size")
+
+    scanner.sign_in(world.inst("H110000001")["client_id"], world.inst("H110000001")["client_secret"])
+    assert scanner.type_code(world.qr(world.holder(name))).status == 200
+    expect(page.locator("#result .result-head")).to_have_text("核验通过挂号")
+    assert_fits(page, ["#sign-out", ".purpose span", "label[for=photo-input]", "#token-text", "#verify-btn",
+                       "#result-title", "#result dt", "#result dd", ".ec-value", "#result .small"],
+                "the desk and a person card at twice the text size")
+    assert_accessible(page, "the desk at twice the text size")
