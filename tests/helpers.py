@@ -78,8 +78,8 @@ class World:
         return next(p for p in self.demo["persons"] if p["name"] == name)
 
     def enrol(self, name: str, birth: str, enrolments: list[tuple[str, str]]) -> dict:
-        """Add a person of a test's own to the registry, insured in each (region, insurance type)
-        of `enrolments` since 2000, as the demo persons are; `person(name)` finds them after."""
+        """Add a person of a test's own to the registry, insured since 2000 in each (region,
+        insurance type) of `enrolments`; `person(name)` then finds them as it finds a demo person."""
         from app.demo import make_id_number
         from app.services import enrolment_import
         n = 900 + len(self.demo["persons"])
@@ -90,7 +90,7 @@ class World:
         with self.app.app_context():
             report = enrolment_import.import_text(self.rt.session(), self.rt,
                                                   "\n".join(json.dumps(r) for r in rows), "jsonl")
-            assert not report.errors, report.errors
+            assert not report.errors, [(e["line"], e["code"]) for e in report.errors]
         self.demo["persons"].append(person)
         return person
 
