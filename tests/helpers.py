@@ -77,6 +77,23 @@ class World:
     def person(self, name: str) -> dict:
         return next(p for p in self.demo["persons"] if p["name"] == name)
 
+    def enrol(self, name: str, birth: str, enrolments: list[tuple[str, str]]) -> dict:
+        """Add a person of a test's own to the registry, insured since 2000 in each (region,
+        insurance type) of `enrolments`; `person(name)` then finds them as it finds a demo person."""
+        from app.demo import make_id_number
+        from app.services import enrolment_import
+        n = 900 + len(self.demo["persons"])
+        person = {"person_no": f"TEST{n:06d}", "id_number": make_id_number("110105", birth, n, 1),
+                  "name": name, "phone": f"1390000{n:04d}"}
+        rows = [{**person, "id_type": "01", "region_code": region, "insurance_type": kind, "status": "active",
+                 "since": "2000-01-01"} for region, kind in enrolments]
+        with self.app.app_context():
+            report = enrolment_import.import_text(self.rt.session(), self.rt,
+                                                  "\n".join(json.dumps(r) for r in rows), "jsonl")
+            assert not report.errors, [(e["line"], e["code"]) for e in report.errors]
+        self.demo["persons"].append(person)
+        return person
+
     def channel(self, channel_id: str = "wechat") -> ChannelClient:
         return ChannelClient(channel_id, "http://localhost", self.instance, send=flask_sender(self.client),
                              clock=self.rt.clock.now)

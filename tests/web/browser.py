@@ -4,6 +4,7 @@ errors, secrets in the page."""
 from __future__ import annotations
 
 import io
+import json
 import re
 import subprocess
 import time
@@ -103,6 +104,98 @@ class Watch:
 
 def _path(url: str) -> str:
     return re.sub(r"^[a-z]+://[^/]+", "", url).split("?")[0]
+
+
+# axe-core's rules for WCAG 2.0, 2.1 and 2.2 at levels A and AA, and its best practices
+# (landmarks, heading order, …), which the pages follow as well.
+AXE_TAGS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "wcag22a", "wcag22aa", "best-practice"]
+
+
+def axe_violations(page) -> list[dict]:
+    """Run axe-core (the copy axe-playwright-python bundles) on the page as it is now; its violations.
+
+    The package's own `Axe.run` injects axe-core with `page.evaluate`: a CDP `Runtime.evaluate`,
+    which the page's CSP (script-src 'self') does not govern, so the served CSP stays as it is
+    and no context needs `bypass_csp`. But it evaluates in the page's main world, where the
+    tests that hold the page's time have Playwright's clock in place of `setTimeout`, and
+    `axe.run` waits on `setTimeout(…, 0)` that a held clock never fires. So axe-core is
+    evaluated here in an isolated world of its own (same document, its own globals, the browser's
+    own timers), which also keeps it out of the page scripts' sight."""
+    from axe_playwright_python.base import AXE_SCRIPT
+    options = {"runOnly": {"type": "tag", "values": AXE_TAGS}, "resultTypes": ["violations"]}
+    cdp = page.context.new_cdp_session(page)
+    try:
+        frame = cdp.send("Page.getFrameTree")["frameTree"]["frame"]["id"]
+        world = cdp.send("Page.createIsolatedWorld", {"frameId": frame, "worldName": "axe"})["executionContextId"]
+        loaded = cdp.send("Runtime.evaluate", {"expression": AXE_SCRIPT, "contextId": world})
+        assert "exceptionDetails" not in loaded, loaded["exceptionDetails"]
+        out = cdp.send("Runtime.evaluate", {"expression": f"axe.run(document, {json.dumps(options)})",
+                                            "contextId": world, "awaitPromise": True, "returnByValue": True})
+    finally:
+        cdp.detach()
+    assert "exceptionDetails" not in out, out["exceptionDetails"]
+    return out["result"]["value"]["violations"]
+
+
+def assert_accessible(page, state: str) -> None:
+    """Assert that axe-core finds no violation in the page as it is now (`state` names it in the
+    failure): each violation's rule id, impact and help, and the elements it found."""
+    violations = axe_violations(page)
+    lines = []
+    for v in violations:
+        lines.append(f"{v['id']} ({v['impact']}): {v['help']} [{v['helpUrl']}]")
+        for node in v["nodes"]:
+            summary = (node.get("failureSummary") or "").replace("\n", " ")
+            lines.append(f"    {' '.join(map(str, node['target']))}: {summary}")
+    assert not violations, f"axe-core: {len(violations)} violation(s) in {state}:\n" + "\n".join(lines)
+
+
+_LAYOUT_PROBLEMS = """selectors => {
+    const out = [];
+    const root = document.documentElement;
+    const width = root.clientWidth;
+    if (root.scrollWidth > width) out.push(`the page scrolls sideways: ${root.scrollWidth} px wide in ${width}`);
+    for (const selector of selectors) {
+        const found = Array.from(document.querySelectorAll(selector));
+        if (!found.length) out.push(`${selector}: not in the page`);
+        for (const el of found) {
+            el.scrollIntoView({block: "center", inline: "center"});
+            const which = found.length > 1 ? `${selector} #${found.indexOf(el) + 1}` : selector;
+            const box = el.getBoundingClientRect();
+            if (!box.width || !box.height) { out.push(`${which}: not shown`); continue; }
+            if (box.left < 0 || box.right > width + 0.5) {
+                out.push(`${which}: from ${box.left} to ${box.right} px, outside the ${width} px of the screen`);
+            }
+            // An inline element has no box of its own to cut its text off.
+            if (getComputedStyle(el).display !== "inline" &&
+                (el.scrollWidth > el.clientWidth + 1 || el.scrollHeight > el.clientHeight + 1)) {
+                out.push(`${which}: its text does not fit (${el.scrollWidth}x${el.scrollHeight} px in ${el.clientWidth}x${el.clientHeight})`);
+            }
+            // The middle of the element (of its first line, where an inline element wraps) is its own.
+            const line = el.getClientRects()[0];
+            const hit = document.elementFromPoint(line.left + line.width / 2, line.top + line.height / 2);
+            if (!hit || !el.contains(hit)) {
+                const other = hit ? `<${hit.localName} id="${hit.id}" class="${hit.className}">` : "nothing";
+                out.push(`${which}: covered by ${other}`);
+            }
+        }
+    }
+    window.scrollTo(0, 0);
+    return out;
+}"""
+
+
+def assert_fits(page, selectors: list[str], state: str) -> None:
+    """Assert that a person can see and press what `selectors` pick (each must match at least
+    once) as the page is now: the page does not scroll sideways, and each element is shown,
+    within the screen's width, with its text inside it, and not covered by another element."""
+    problems = page.evaluate(_LAYOUT_PROBLEMS, selectors)
+    assert not problems, f"{state}:\n" + "\n".join(problems)
+
+
+def font_size(page, selector: str) -> float:
+    """The computed font size in CSS pixels of the first element `selector` picks."""
+    return page.locator(selector).first.evaluate("e => parseFloat(getComputedStyle(e).fontSize)")
 
 
 def problem_code(response) -> str:

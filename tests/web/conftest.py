@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import json
 import os
+import subprocess
 import time
 from types import SimpleNamespace
 
@@ -88,19 +90,26 @@ def live(request, tmp_path_factory):
 
 
 @pytest.fixture
-def new_page(chromium, playwright_driver, live):
+def new_page(chromium, playwright_driver, live, tmp_path):
     """Opens a page in a fresh browser context (storage of its own: another device) on `live`;
     when the test ends, asserts of every page opened that nothing went wrong in it (Watch.check).
-    With `chromium_args`, the page is in a Chromium of its own launched with those flags."""
+    With `chromium_args`, the page is in a Chromium of its own launched with those flags; with
+    `font_size`, in a Chromium whose profile sets that default font size (large_text_profile)."""
     opened, launched = [], []
 
-    def new(viewport: dict, *, clock: bool = False, chromium_args: list[str] | None = None):
-        browser = chromium
-        if chromium_args:
-            browser = playwright_driver.chromium.launch(executable_path=CHROMIUM, args=chromium_args)
-            launched.append(browser)
-        context = browser.new_context(base_url=live.url, viewport=viewport, locale="zh-CN",
-                                      timezone_id="Asia/Shanghai")
+    def new(viewport: dict, *, clock: bool = False, chromium_args: list[str] | None = None,
+            font_size: int | None = None):
+        options = dict(base_url=live.url, viewport=viewport, locale="zh-CN", timezone_id="Asia/Shanghai")
+        if font_size:
+            profile = large_text_profile(tmp_path / f"profile-{len(opened)}", font_size)
+            context = playwright_driver.chromium.launch_persistent_context(
+                profile, executable_path=CHROMIUM, args=chromium_args or [], **options)
+        else:
+            browser = chromium
+            if chromium_args:
+                browser = playwright_driver.chromium.launch(executable_path=CHROMIUM, args=chromium_args)
+                launched.append(browser)
+            context = browser.new_context(**options)
         context.set_default_timeout(5000)
         page = context.new_page()
         if clock:  # the page's timers then run only when the test moves its clock forward
@@ -117,6 +126,30 @@ def new_page(chromium, playwright_driver, live):
         watch.check()
 
 
+def large_text_profile(directory, font_size: int) -> str:
+    """A Chromium profile whose default font size is `font_size` px (Settings › Appearance › Font
+    size; 16 is the default): the text size a person chose, which the pages' rem follow. A profile
+    preference and not CDP's Page.setFontSizes, which Playwright undoes at its next emulation
+    call (a screenshot, for one)."""
+    (directory / "Default").mkdir(parents=True)
+    prefs = {"webkit": {"webprefs": {"default_font_size": font_size,
+                                     "default_fixed_font_size": font_size * 13 // 16}}}
+    (directory / "Default" / "Preferences").write_text(json.dumps(prefs))
+    return str(directory)
+
+
+@pytest.fixture(scope="session")
+def chinese_font():
+    """A font with Chinese glyphs, without which Chinese text is drawn as narrower boxes and a
+    test of what fits at large text proves nothing. Missing, it skips (fails under CI=true)."""
+    try:
+        found = subprocess.run(["fc-list", ":lang=zh", "family"], capture_output=True, text=True).stdout
+    except FileNotFoundError:
+        found = ""
+    if not found.strip():
+        need_service("a Chinese font", "fc-list finds none: apt-get install fonts-wqy-microhei")
+
+
 def hold_clock(page) -> None:
     """Install Playwright's clock in `page`, held still: its timers run when the test moves it."""
     now = time.time()
@@ -126,14 +159,15 @@ def hold_clock(page) -> None:
 
 @pytest.fixture
 def phone(new_page):
-    """A new phone for the holder page: `phone()`, or `phone(clock=True)` with its clock held."""
+    """A new phone for the holder page: `phone()`, or `phone(clock=True)` with its clock held,
+    `phone(font_size=32)` with its text at twice the default size."""
     return lambda **kw: HolderPage(*new_page(PHONE, **kw))
 
 
 @pytest.fixture
 def desk(new_page):
-    """A new desk computer with the scanner page."""
-    return lambda: ScannerPage(*new_page(DESK))
+    """A new desk computer with the scanner page: `desk()`, or `desk(viewport, font_size=32)`."""
+    return lambda viewport=DESK, **kw: ScannerPage(*new_page(viewport, **kw))
 
 
 def fake_camera(picture, directory) -> list[str]:

@@ -9,7 +9,7 @@ import io
 import pytest
 from PIL import Image
 
-from tests.web.browser import expect, is_call, problem_code, qr_picture
+from tests.web.browser import assert_accessible, assert_fits, expect, font_size, is_call, problem_code, qr_picture
 
 RUGAO = "H320682001"  # 如皋市人民示范医院, where the persons below are insured
 
@@ -21,9 +21,11 @@ def test_an_institution_signs_in_and_a_typed_code_shows_the_person(live, desk):
     inst = world.inst(RUGAO)
     scanner = desk().open()
     page = scanner.page
+    assert_accessible(page, "the sign-in form")
 
     page.get_by_role("button", name="登录", exact=True).click()  # nothing filled in
     expect(page.locator("#sign-in-error")).to_have_text("请输入客户端ID和密钥")
+    assert_accessible(page, "the sign-in form with an error")
     assert "POST /v1/oauth/token" not in scanner.watch.calls
     answer = scanner.sign_in(inst["client_id"], inst["client_secret"] + "x")
     assert answer.status == 401 and problem_code(answer) == "unauthorized"
@@ -34,6 +36,7 @@ def test_an_institution_signs_in_and_a_typed_code_shows_the_person(live, desk):
     expect(page.locator("#desk")).to_be_visible()
     expect(page.get_by_role("radio", name="挂号")).to_be_checked()
     expect(page.locator("#token-text")).to_be_focused()  # ready for a keyboard-wedge scanner
+    assert_accessible(page, "the desk")
 
     holder = world.holder("杨帆")
     token = world.qr(holder)
@@ -42,6 +45,10 @@ def test_an_institution_signs_in_and_a_typed_code_shows_the_person(live, desk):
     scan = answer.json()
     card = page.locator("#result")
     expect(card.locator(".result-head")).to_have_text("核验通过挂号")
+    # The focus stays in the code field for the next patient; a screen reader hears the outcome.
+    expect(page.locator("#token-text")).to_be_focused()
+    expect(page.get_by_role("status")).to_have_text("核验通过：*帆，挂号")
+    expect(page.get_by_role("region", name="核验通过")).to_be_visible()
     facts = dict(zip(card.locator("dt").all_inner_texts(), card.locator("dd").all_inner_texts()))
     assert facts == {"姓名": "*帆", "证件号码": scan["person"]["id_number_masked"], "性别": "男",
                      "年龄": f"{scan['person']['age']} 岁", "参保地": "如皋市（320682）", "险种": "职工医保",
@@ -52,10 +59,12 @@ def test_an_institution_signs_in_and_a_typed_code_shows_the_person(live, desk):
     page.context.grant_permissions(["clipboard-read", "clipboard-write"])
     card.get_by_role("button", name="复制").click()  # into the hospital system's visit form
     expect(card.get_by_role("button", name="已复制")).to_be_visible()
+    expect(page.get_by_role("status")).to_have_text("已复制就医凭证令牌")
     assert page.evaluate("navigator.clipboard.readText()") == scan["ec_token"]
     expect(card).to_contain_text("就医凭证令牌 ec_token（30 分钟内有效，仅限本机构）")
     expect(card).to_contain_text("核验编号 " + scan["scan_id"])
     expect(page.locator("#token-text")).to_have_value("")  # a one-use code is not left on the desk
+    assert_accessible(page, "an accepted code's card")
     scanner.watch.assert_never_shown(token)
 
     page.get_by_role("button", name="退出登录").click()
@@ -142,6 +151,10 @@ def test_a_refused_code_is_explained_in_chinese(live, desk, make_token, purpose,
     expect(card.locator(".refusal")).to_have_text(message)
     expect(card).to_contain_text("错误代码 " + code)
     expect(scanner.page.locator("#token-text")).to_have_value("")
+    expect(scanner.page.locator("#token-text")).to_be_focused()
+    expect(scanner.page.get_by_role("status")).to_have_text("核验未通过：" + message)
+    expect(card.get_by_role("heading", name="核验未通过")).to_be_visible()
+    assert_accessible(scanner.page, f"a refusal's card ({code})")
     scanner.watch.assert_never_shown(token)
 
 
@@ -235,13 +248,18 @@ def test_frames_without_a_code_are_no_error_and_the_camera_keeps_looking(live, c
     expect(page.locator("#camera")).to_be_visible()
     expect(page.locator("#notice")).to_be_hidden()
     expect(page.locator("#result")).to_be_hidden()
+    assert_accessible(page, "the camera looking for a code")
     assert max(most) == 1, "more than one frame on its way at once"
     starts = [r.timing["startTime"] for r in started[:3]]
     assert all(b - a >= 450 for a, b in zip(starts, starts[1:])), f"frames sent too often: {starts}"
 
-    # Stopped by the clerk, the camera sends nothing more.
-    page.get_by_role("button", name="停止扫码").click()
+    # Stopped by the clerk, the camera sends nothing more. (By keyboard: the focus went from the
+    # button that started the camera, now hidden, to the one that stops it, and comes back.)
+    stop = page.get_by_role("button", name="停止扫码")
+    expect(stop).to_be_focused()
+    page.keyboard.press("Enter")
     expect(page.locator("#camera")).to_be_hidden()
+    expect(page.get_by_role("button", name="摄像头扫码")).to_be_focused()
     sent = len(_decoded(scanner.watch.calls))
     page.wait_for_timeout(1500)
     assert len(_decoded(scanner.watch.calls)) == sent
@@ -319,6 +337,7 @@ def test_a_camera_left_on_with_no_code_stops_after_two_minutes(live, camera_desk
     notice = page.locator("#notice")
     expect(notice).to_have_text("摄像头已关闭（2 分钟内未识别到二维码），需要时请再次点击“摄像头扫码”")
     expect(notice).to_have_class("notice notice-info")  # word to the clerk, not an error
+    assert_accessible(page, "the camera's notice")
     expect(page.get_by_role("button", name="摄像头扫码")).to_be_visible()
     expect(page.locator("#result")).to_be_hidden()
     assert len(_decoded(scanner.watch.calls)) == sent
@@ -344,3 +363,136 @@ def test_a_hidden_desk_page_sends_no_frames_until_it_is_shown_again(live, own_ca
     assert problem_code(answer.value) == "token_malformed"
     expect(page.locator("#camera")).to_be_visible()
     expect(page.locator("#notice")).to_be_hidden()
+
+
+def test_a_desk_without_a_camera_is_told_what_to_use_instead(live, desk):
+    scanner = desk().open_signed_in(live.world.inst("P110000001"))  # Chromium without a camera
+    page = scanner.page
+    page.get_by_role("button", name="摄像头扫码").click()
+    expect(page.locator("#notice")).to_have_text("无法打开摄像头，请检查浏览器的摄像头权限，或改用上传图片、扫码枪录入")
+    expect(page.locator("#camera")).to_be_hidden()
+    expect(page.get_by_role("button", name="摄像头扫码")).to_be_visible()
+    assert_accessible(page, "the notice of a camera that cannot be opened")
+
+
+def _focused(page) -> str:
+    """The focused element, as the keyboard test names it: its id, or a radio's name and value."""
+    return page.evaluate("""() => { const e = document.activeElement;
+        return e.type === 'radio' ? `${e.name}:${e.value}` : (e.id || e.tagName.toLowerCase()); }""")
+
+
+def test_every_desk_action_can_be_done_by_keyboard_alone(live, desk):
+    world = live.world
+    inst = world.inst("H110000001")
+    world.enrol("钱桂英", "1952-10-01", [("110000", "resident")])
+    world.enrol("孔德明", "1949-02-02", [("110000", "employee")])
+    scanner = desk().open()
+    page, keys = scanner.page, scanner.page.keyboard
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+
+    # Sign in: the page starts in the first field; a refused secret leaves the focus on 登录.
+    expect(page.locator("#client-id")).to_be_focused()
+    keys.type(inst["client_id"])
+    keys.press("Tab")
+    keys.type(inst["client_secret"] + "x")
+    keys.press("Tab")
+    assert _focused(page) == "button"
+    with page.expect_response(is_call("/v1/oauth/token")) as answer:
+        keys.press("Enter")
+    assert answer.value.status == 401 and problem_code(answer.value) == "unauthorized"
+    expect(page.locator("#sign-in-error")).to_have_text("客户端ID或密钥不正确")
+    expect(page.get_by_role("button", name="登录", exact=True)).to_be_focused()
+    keys.press("Shift+Tab")  # back in the secret field, its text selected
+    keys.press("End")
+    keys.press("Backspace")  # the secret without its stray "x"
+    with page.expect_response(is_call("/v1/oauth/token")) as answer:
+        keys.press("Enter")  # Enter in a field submits the form
+    assert answer.value.status == 200
+    expect(page.locator("#token-text")).to_be_focused()
+
+    # Tab goes through the desk in reading order: sign out, purpose, camera, photo, code, verify.
+    for _ in range(4):
+        keys.press("Shift+Tab")
+    assert _focused(page) == "sign-out"
+    order = []
+    for _ in range(6):
+        keys.press("Tab")
+        order.append(_focused(page))
+    assert order == ["purpose:registration", "camera-btn", "photo-input", "token-text", "verify-btn", "body"]
+
+    # The purpose with the arrow keys, then a photo of a code chosen from the file picker.
+    for _ in range(5):
+        keys.press("Shift+Tab")
+    assert _focused(page) == "purpose:registration"
+    keys.press("ArrowRight")
+    expect(page.get_by_role("radio", name="门诊结算")).to_be_checked()
+    keys.press("Tab")
+    keys.press("Enter")  # 摄像头扫码: this desk has no camera, and says what to use instead
+    expect(page.locator("#notice")).to_have_text("无法打开摄像头，请检查浏览器的摄像头权限，或改用上传图片、扫码枪录入")
+    keys.press("Tab")
+    assert _focused(page) == "photo-input"
+    # The field itself is hidden: its label, which looks like a button, shows where the focus is.
+    label = page.locator("label[for=photo-input]")
+    assert label.evaluate("e => getComputedStyle(e).outlineStyle") == "solid"
+    token = world.qr(world.holder("钱桂英"))
+    photo = io.BytesIO()
+    qr_picture(token).save(photo, format="PNG")
+    with page.expect_file_chooser() as chooser:
+        keys.press("Space")
+    with page.expect_response(is_call("/v1/scans")) as scanned:
+        chooser.value.set_files(files=[{"name": "code.png", "mimeType": "image/png", "buffer": photo.getvalue()}])
+    assert scanned.value.status == 200
+    expect(page.locator("#result .result-head")).to_have_text("核验通过门诊结算")
+    expect(page.locator("#token-text")).to_be_focused()
+
+    # A code typed into the field (as a keyboard-wedge scanner types it), verified with the button.
+    token = world.qr(world.holder("孔德明"))
+    keys.type(token)
+    keys.press("Tab")
+    assert _focused(page) == "verify-btn"
+    with page.expect_response(is_call("/v1/scans")) as scanned:
+        keys.press("Enter")
+    assert scanned.value.status == 200 and scanned.value.request.post_data_json["purpose"] == "outpatient_settlement"
+    expect(page.get_by_role("status")).to_have_text("核验通过：*德明，门诊结算")
+    expect(page.locator("#token-text")).to_be_focused()
+
+    # The visit's ec_token copied: the next stop after the verify button.
+    keys.press("Tab")
+    keys.press("Tab")
+    assert _focused(page) == "button"
+    keys.press("Enter")
+    expect(page.locator("#result").get_by_role("button", name="已复制")).to_be_focused()
+    assert page.evaluate("navigator.clipboard.readText()") == scanned.value.json()["ec_token"]
+
+    # Signing out: the first stop on the page; the sign-in form then waits for the secret.
+    for _ in range(8):
+        if _focused(page) == "sign-out":
+            break
+        keys.press("Shift+Tab")
+    keys.press("Enter")
+    expect(page.locator("#sign-in")).to_be_visible()
+    expect(page.locator("#client-secret")).to_be_focused()
+    scanner.watch.assert_never_shown(token)
+
+
+@pytest.mark.parametrize("viewport,name", [({"width": 360, "height": 640}, "冯玉珍"),
+                                           ({"width": 1024, "height": 768}, "褚建华")], ids=["phone", "desk"])
+def test_at_twice_the_text_size_the_desk_page_fits(live, desk, chinese_font, viewport, name):
+    """A clerk with text at twice the default size, on a phone or a desk screen: every field,
+    choice and button of the page, and the person card, stay whole, pressable and within the
+    screen's width, with nothing to scroll sideways."""
+    world = live.world
+    world.enrol(name, "1958-06-06", [("110000", "employee")])
+    scanner = desk(viewport, font_size=32).open()
+    page = scanner.page
+    assert font_size(page, "#client-id") == 32 and font_size(page, "#sign-in-form label") == 28
+    assert_fits(page, ["h1", "#client-id", "#client-secret", "#sign-in-form button"],
+                "the sign-in form at twice the text size")
+
+    scanner.sign_in(world.inst("H110000001")["client_id"], world.inst("H110000001")["client_secret"])
+    assert scanner.type_code(world.qr(world.holder(name))).status == 200
+    expect(page.locator("#result .result-head")).to_have_text("核验通过挂号")
+    assert_fits(page, ["#sign-out", ".purpose span", "label[for=photo-input]", "#token-text", "#verify-btn",
+                       "#result-title", "#result dt", "#result dd", ".ec-value", "#result .small"],
+                "the desk and a person card at twice the text size")
+    assert_accessible(page, "the desk at twice the text size")

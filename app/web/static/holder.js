@@ -14,7 +14,9 @@
     recordsCursor: null,
     recordsSeq: 0,
   };
-  const qr = { seq: 0, expiresAt: 0, refreshAt: 0, refreshTimer: null, tickTimer: null, shown: false };
+  // subject: whose code is shown ("self" or a member's voucher id), to say a refresh from a switch.
+  const qr = { seq: 0, expiresAt: 0, refreshAt: 0, refreshTimer: null, tickTimer: null, shown: false,
+               subject: null };
 
   class ApiError extends Error {
     constructor(code, text, retryAfter) {
@@ -107,6 +109,20 @@
     $("notice").hidden = true;
   }
 
+  // Said once to a screen reader (a polite live region): a new code, an expired one. The visible
+  // countdown is no live region, or it would be read out every second.
+  function announce(text) {
+    $("qr-status").textContent = text;
+  }
+
+  // A control that is disabled or hidden while it has the focus drops it to the page, and a
+  // keyboard or screen-reader user would start again from the top: hand it to `target`, or to
+  // the stopped voucher's title when `target` is gone with its card.
+  function refocus(target) {
+    if (target && !target.disabled && target.getClientRects().length) target.focus();
+    else if (!$("state-card").hidden) $("state-title").focus();
+  }
+
   // --- rendering ----------------------------------------------------------------------------
 
   function guardianLinks() {
@@ -166,6 +182,7 @@
       state.member = link;
       clearNotice();
       renderPeople();
+      refocus($("people").querySelector("[aria-pressed=true]"));  // the chip pressed is replaced
       renderWho();
       renderRegion(null);
       // A member's code is itself a record of theirs: list the records once it is issued.
@@ -215,6 +232,7 @@
     const select = $("region-select");
     const code = select.value;
     if (code === state.me.active_region) return;
+    const focused = document.activeElement === select;
     select.disabled = true;
     try {
       const out = await api("PUT", "/v1/me/active-region", { region_code: code });
@@ -228,6 +246,7 @@
       handleError(err);
     } finally {
       select.disabled = false;
+      if (focused) refocus(select);
     }
   }
 
@@ -262,6 +281,7 @@
     qr.seq += 1;  // any request in flight is now stale
     clearQrTimers();
     qr.shown = false;
+    qr.subject = null;
     $("qr-img").hidden = true;
     $("qr-img").removeAttribute("src");
   }
@@ -277,6 +297,10 @@
     window.clearTimeout(qr.refreshTimer);
     const body = { image: "svg" };
     if (state.member) body.voucher_id = state.member.member.voucher_id;
+    const subject = state.member ? state.member.member.voucher_id : "self";
+    // Cleared first, so that "二维码已刷新" said again 50 s later is heard again (the words said
+    // for an expired code stay until a new code replaces them).
+    if (!$("qr-img").classList.contains("qr-stale")) announce("");
     if (!qr.shown) {
       $("qr-loading").hidden = false;
       $("qr-expired").hidden = true;
@@ -289,12 +313,18 @@
       qr.expiresAt = sent + out.expires_in * 1000;
       qr.refreshAt = sent + out.refresh_in * 1000;
       const img = $("qr-img");
+      const retried = document.activeElement === $("qr-expired");
       img.src = src;
+      img.alt = $("who-name").textContent + "的医保电子凭证二维码，请出示给医院、药店扫码";
       img.hidden = false;
       img.classList.remove("qr-stale");
+      announce((qr.shown && qr.subject === subject ? "二维码已刷新，" : "已显示" + $("who-name").textContent +
+                "的二维码，") + out.expires_in + " 秒内有效");
       qr.shown = true;
+      qr.subject = subject;
       $("qr-loading").hidden = true;
       $("qr-expired").hidden = true;
+      if (retried) img.focus();  // the button pressed is gone: the new code, read by its alt text
       if (state.member) renderRegion(out.region_code);
       tick();
       window.clearInterval(qr.tickTimer);
@@ -326,6 +356,10 @@
     const left = Math.ceil((qr.expiresAt - Date.now()) / 1000);
     const img = $("qr-img");
     if (!qr.shown || left <= 0) {
+      if (qr.shown && !img.classList.contains("qr-stale")) {
+        img.alt = "已失效的医保电子凭证二维码";
+        announce("二维码已失效，请点击刷新");
+      }
       img.classList.add("qr-stale");
       $("qr-expired").textContent = qr.shown ? "二维码已失效，点击刷新" : "点击重新生成二维码";
       $("qr-expired").hidden = false;
@@ -393,6 +427,7 @@
       handleError(err);
     } finally {
       button.disabled = false;
+      refocus(button);  // the button again, or the stopped voucher's title where it is gone
     }
   }
 
@@ -474,6 +509,8 @@
     if (state.member) params.set("voucher_id", state.member.member.voucher_id);
     if (!reset && state.recordsCursor) params.set("cursor", state.recordsCursor);
     const query = params.toString();
+    const focused = document.activeElement === more;
+    const before = list.children.length;
     more.disabled = true;
     try {
       const out = await api("GET", "/v1/me/records" + (query ? "?" + query : ""));
@@ -486,6 +523,13 @@
       if (seq === state.recordsSeq) handleError(err);
     } finally {
       more.disabled = false;
+      if (focused && more.hidden && list.children[before]) {
+        // The last page is in: go on reading at its first record, where the button was.
+        list.children[before].tabIndex = -1;
+        list.children[before].focus();
+      } else if (focused) {
+        refocus(more);
+      }
     }
   }
 

@@ -95,6 +95,7 @@
       return;
     }
     const button = event.target.querySelector("button[type=submit]");
+    const focused = document.activeElement === button;
     button.disabled = true;
     try {
       let resp;
@@ -129,6 +130,8 @@
       error.hidden = false;
     } finally {
       button.disabled = false;
+      // Disabling the focused button dropped the focus to the page: give it back on a refusal.
+      if (focused && !$("sign-in").hidden) button.focus();
     }
   }
 
@@ -171,6 +174,11 @@
     $("notice").hidden = true;
   }
 
+  // Said to a screen reader (a polite live region) while the focus stays in the code field.
+  function announce(text) {
+    $("result-status").textContent = text;
+  }
+
   function reveal(card) {
     card.hidden = false;
     // On a phone the card is below the input: bring it into view.
@@ -181,6 +189,7 @@
     const card = $("result");
     card.replaceChildren();
     card.hidden = true;
+    announce("");  // the next outcome is then heard even in the same words
   }
 
   function el(tag, className, text) {
@@ -192,7 +201,9 @@
 
   function resultHead(ok, purpose) {
     const head = el("div", "result-head " + (ok ? "result-ok" : "result-refused"));
-    head.appendChild(el("strong", null, ok ? "核验通过" : "核验未通过"));
+    const title = el("h2", null, ok ? "核验通过" : "核验未通过");
+    title.id = "result-title";  // the card's name, and a heading to jump to
+    head.appendChild(title);
     head.appendChild(el("span", "result-purpose", EV.purpose(purpose)));
     return head;
   }
@@ -240,14 +251,16 @@
       copy.type = "button";
       copy.addEventListener("click", function () {
         navigator.clipboard.writeText(out.ec_token).then(
-          function () { copy.textContent = "已复制"; },
-          function () { copy.textContent = "复制失败"; });
+          function () { copy.textContent = "已复制"; announce("已复制就医凭证令牌"); },
+          function () { copy.textContent = "复制失败"; announce("复制失败"); });
       });
       ec.appendChild(copy);
     }
     card.appendChild(ec);
     card.appendChild(el("p", "muted small", "核验编号 " + out.scan_id));
     reveal(card);
+    announce("核验通过：" + (person.name_masked || "") + "，" + EV.purpose(purpose) +
+             (out.presented_by ? "，代亲属出示" : ""));
   }
 
   function showRefused(err, purpose) {
@@ -257,6 +270,7 @@
     card.appendChild(el("p", "refusal", err.message));
     if (err.code !== "network") card.appendChild(el("p", "muted small", "错误代码 " + err.code));
     reveal(card);
+    announce("核验未通过：" + err.message);
   }
 
   // --- verification -------------------------------------------------------------------------
@@ -277,6 +291,7 @@
     }
     const what = purpose();
     box.value = "";  // one-use codes: never leave one on the desk
+    announce("");
     if (token.length > MAX_TOKEN_CHARS) {
       showRefused(new ApiError("token_malformed", EV.message("token_malformed", true)), what);
       return;
@@ -336,8 +351,10 @@
     camera.since = Date.now();
     const video = $("camera-video");
     video.srcObject = camera.stream;
+    const focused = document.activeElement === $("camera-btn");
     $("camera").hidden = false;
     $("camera-btn").hidden = true;
+    if (focused) $("camera-stop").focus();  // the button pressed is hidden: its counterpart
     try {
       await video.play();
     } catch (_) { /* autoplay of a muted inline video is allowed; detection still polls frames */ }
@@ -434,8 +451,10 @@
     camera.stream = null;
     const video = $("camera-video");
     video.srcObject = null;
+    const focused = $("camera").contains(document.activeElement);
     $("camera").hidden = true;
     if (camera.supported) $("camera-btn").hidden = false;
+    if (focused && camera.supported) $("camera-btn").focus();
   }
 
   function onVisibility() {
