@@ -125,14 +125,19 @@ def test_a_code_that_could_not_be_replaced_is_shown_as_expired(live, phone):
     assert live.world.scan("H310000001", token).status_code == 200
 
 
+def link_minor(world, guardian: dict, child: dict, relation: str, document_ref: str) -> None:
+    """Link a minor to a guardian through the API (linked at once, as SPEC §2 says)."""
+    resp = world.client.post("/v1/me/family", headers=guardian["headers"], json={
+        "id_number": child["id_number"], "name": child["name"], "relation": relation,
+        "document_ref": document_ref})
+    assert resp.status_code == 201, resp.get_json()
+
+
 def test_a_guardian_shows_a_family_members_code(live, phone, desk):
     world = live.world
     guardian = world.holder("王建国")
     child = world.person("王小明")
-    resp = world.client.post("/v1/me/family", headers=guardian["headers"], json={
-        "id_number": child["id_number"], "name": child["name"], "relation": "child",
-        "document_ref": "出生医学证明 O110012345"})
-    assert resp.status_code == 201, resp.get_json()
+    link_minor(world, guardian, child, "child", "出生医学证明 O110012345")
 
     holder = phone().open(guardian["access_token"])
     page = holder.page
@@ -314,10 +319,7 @@ def test_at_twice_the_text_size_everything_fits_a_small_phone(live, phone, chine
     world.enrol("黄乐乐", "2018-09-09", [("110000", "resident")])
     grandmother = world.holder("黄秀兰")
     child = world.person("黄乐乐")
-    resp = world.client.post("/v1/me/family", headers=grandmother["headers"], json={
-        "id_number": child["id_number"], "name": child["name"], "relation": "grandchild",
-        "document_ref": "户口簿 110105"})
-    assert resp.status_code == 201, resp.get_json()
+    link_minor(world, grandmother, child, "grandchild", "户口簿 110105")
 
     holder = phone(clock=True, font_size=32)
     page = holder.page
