@@ -114,3 +114,24 @@ def test_other_routes_keep_the_16_kib_limit(client, inst_headers):
     resp = client.post("/v1/scans", data=b"x" * (17 * 1024), headers=inst_headers,
                        content_type="application/json")
     assert resp.status_code == 413 and problem_code(resp) == "payload_too_large"
+
+
+def test_an_image_is_neither_kept_nor_logged(app, client, inst_headers, caplog):
+    """A desk's photo or camera frame (a webcam sees the patient too) is decoded in memory and
+    dropped: no file appears in the instance folder, and no log record, before any scrubbing,
+    carries the code's text or the upload's name."""
+    instance = app.extensions["evoucher"].config.instance_path
+
+    def files() -> set[str]:
+        return {os.path.join(d, f) for d, _, names in os.walk(instance) for f in names
+                if not f.startswith("evoucher.db")}  # the database and its WAL change with every request
+    before = files()
+    text = "EV1:NEVER-LOGGED-" + os.urandom(6).hex().upper()
+    with caplog.at_level("DEBUG"):
+        resp = post(client, inst_headers, encode(qr_image(text)), "patient-desk-frame.png")
+    assert resp.status_code == 200 and resp.get_json() == {"text": text}
+    assert files() == before
+    assert caplog.records  # the request was logged, without either
+    for record in caplog.records:
+        raw = repr(vars(record))
+        assert text not in raw and "patient-desk-frame" not in raw
