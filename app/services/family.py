@@ -13,8 +13,8 @@ from crypto.masking import mask_name
 
 from ..errors import DomainError
 from ..store import rowlock
-from ..store.prepared import Prepared
 from ..store.models import FamilyLink, Person, Voucher
+from ..store.prepared import Prepared
 from . import limits, records, registry, revocations, vouchers
 from .vouchers import aware, china_date, person_of, utc
 
@@ -188,9 +188,9 @@ def presenter(session: Session, rt, member: Voucher, guardian_voucher_id: str, i
     live at `iat`; the code's own revocation, listed when the old link ended, still refuses it.
 
     Returns the answer's `presented_by` and the (guardian voucher, link) primary keys, which
-    the scan's write checks again (`SHOWN_STILL`) against a report or an end committed since."""
+    the scan's write checks again (`shown_still`) against a report or an end committed since."""
     guardian = session.scalars(select(Voucher).where(Voucher.voucher_id == guardian_voucher_id)).first()
-    if guardian is None or not _guardian_admits(guardian.status, guardian, iat):
+    if guardian is None or not _guardian_admits(guardian, iat):
         raise DomainError("token_revoked", _GUARDIAN_GONE)
     link = active_link(session, guardian, member)
     if link is None or link.accepted_at is None or aware(link.accepted_at).timestamp() > iat + 1 \
@@ -200,8 +200,10 @@ def presenter(session: Session, rt, member: Voucher, guardian_voucher_id: str, i
     return shown_by, (guardian.id, link.id)
 
 
-def _guardian_admits(status: str, guardian, iat: int) -> bool:
-    return status == "active" and iat >= (vouchers.first_code_second(guardian) or 0)
+def _guardian_admits(guardian, iat: int) -> bool:
+    """The guardian's voucher (anything with its `status` and `tokens_valid_after`) would admit
+    a code of theirs issued at `iat`."""
+    return guardian.status == "active" and iat >= (vouchers.first_code_second(guardian) or 0)
 
 
 def shown_still(guardian, iat: int):
@@ -223,7 +225,7 @@ def refuse_if_no_longer_shown(conn, guardian_pk: int, link_pk: int, iat: int) ->
     """After the scan row's insert found the guardian or the link gone: say which, as `presenter`
     would now (read in the scan's write transaction, on its connection)."""
     row = _SHOWN_STATE.one(conn, {"guardian_id": guardian_pk, "link_id": link_pk})
-    if row is None or not _guardian_admits(row["status"], SimpleNamespace(**row), iat):
+    if row is None or not _guardian_admits(SimpleNamespace(**row), iat):
         raise DomainError("token_revoked", _GUARDIAN_GONE)
     if row["link_status"] != "active":
         raise DomainError("token_revoked", _LINK_ENDED)

@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 import datetime as dt
+import functools
 import logging
 import secrets
 from types import SimpleNamespace
