@@ -112,8 +112,13 @@
     qr_issued_for_member: "亲属代为出示二维码",
   };
 
+  // `key` is one of `table`'s own entries (not an inherited name such as "constructor").
+  function has(table, key) {
+    return key != null && Object.prototype.hasOwnProperty.call(table, key);
+  }
+
   function label(table, key) {
-    return (key != null && Object.prototype.hasOwnProperty.call(table, key)) ? table[key] : (key == null ? "" : String(key));
+    return has(table, key) ? table[key] : (key == null ? "" : String(key));
   }
 
   // Read a problem+json body into {code, message, retryAfter}; never throws.
@@ -130,12 +135,12 @@
 
   // The sentence for a problem code; `desk` picks the scanner desk's wording where it differs.
   function message(code, desk) {
-    if (desk && Object.prototype.hasOwnProperty.call(DESK_MESSAGES, code)) return DESK_MESSAGES[code];
-    return Object.prototype.hasOwnProperty.call(MESSAGES, code) ? MESSAGES[code] : "操作未成功，请稍后重试";
+    if (desk && has(DESK_MESSAGES, code)) return DESK_MESSAGES[code];
+    return has(MESSAGES, code) ? MESSAGES[code] : "操作未成功，请稍后重试";
   }
 
   function recordReason(code) {
-    return Object.prototype.hasOwnProperty.call(RECORD_MESSAGES, code) ? RECORD_MESSAGES[code] : message(code);
+    return has(RECORD_MESSAGES, code) ? RECORD_MESSAGES[code] : message(code);
   }
 
   function regionName(code) {
