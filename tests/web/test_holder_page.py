@@ -329,6 +329,7 @@ def test_at_twice_the_text_size_everything_fits_a_small_phone(live, phone, chine
     assert font_size(page, "#countdown") == 28 and font_size(page, "#who-name") == 36
     expect(page.locator("#people .chip")).to_have_text(["本人", "亲情账户: *乐乐"])
     expect(page.get_by_label("切换参保地").locator("option")).to_have_count(2)
+    expect(page.locator("#records .record").first).to_be_visible()  # the records load after the code
     assert_fits(page, ["#who-name", "#qr-img", "#countdown", "#qr-refresh", "#people .chip", "#region-select",
                        "#records .record", "#loss-btn"], "the holder's code at twice the text size")
     # The code keeps the size a scanner needs, and reads.
@@ -345,4 +346,7 @@ def test_at_twice_the_text_size_everything_fits_a_small_phone(live, phone, chine
     page.route("**/v1/me/qr-tokens", lambda route: route.abort("failed"))
     page.clock.fast_forward(60_000)
     expect(page.get_by_role("button", name="二维码已失效，点击刷新")).to_be_visible()
+    # The failed refresh's notice comes when the aborted request's failure is handled, which may
+    # be after the code has turned stale: wait for it before measuring it.
+    expect(page.locator("#notice")).to_have_text("网络连接失败，请检查网络后重试")
     assert_fits(page, ["#qr-expired", "#countdown", "#notice"], "an expired code at twice the text size")
