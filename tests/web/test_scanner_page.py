@@ -5,6 +5,7 @@ shared by the whole session."""
 from __future__ import annotations
 
 import io
+import time
 
 import pytest
 from PIL import Image
@@ -313,13 +314,16 @@ def test_a_refused_frame_stops_the_camera_and_says_why(live, camera_desk, monkey
     assert len(_decoded(scanner.watch.calls)) == sent
 
 
-def _run_clock_until(page, done, step_ms: int = 100, steps: int = 100) -> None:
-    """Move the page's held clock forward a step at a time until `done()`."""
-    for _ in range(steps):
-        if done():
-            return
+def _run_clock_until(page, done, step_ms: int = 100, seconds: float = 15.0) -> None:
+    """Move the page's held clock forward a step at a time until `done()`, for at most `seconds`
+    of real time: the camera opens and its frames arrive in real time, which a busy machine
+    stretches, while a step of the held clock takes almost none. Each step also waits 40 real
+    ms, so the page's clock moves at most 37.5 s, well inside the camera's two idle minutes."""
+    deadline = time.monotonic() + seconds
+    while not done():
+        assert time.monotonic() < deadline, "not done after %.0f s" % seconds
         page.clock.run_for(step_ms)
-    assert done()
+        time.sleep(0.04)
 
 
 def test_a_camera_left_on_with_no_code_stops_after_two_minutes(live, camera_desk):
