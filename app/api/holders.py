@@ -161,7 +161,7 @@ def my_records():
     member_id = request.args.get("voucher_id")
     if member_id and member_id != voucher.voucher_id:
         vouchers.require_usable(voucher)  # a lost guardian phone does not show the family's records
-        target = family.linked_member(session, voucher, member_id,
-                                      "You may read only your own and your linked members' records")
+        target, _link = family.linked_member(session, voucher, member_id,
+                                             "You may read only your own and your linked members' records")
     rows, nxt = records.page(session, target, cursor(request.args.get("cursor"), "cursor"))
     return jsonify(items=[records.as_json(r) for r in rows], next_cursor=str(nxt) if nxt else None)

@@ -11,8 +11,10 @@ from sqlalchemy.orm import Session
 from crypto import idcard
 from crypto.masking import mask_name
 
+from .. import metrics
 from ..errors import DomainError
 from ..store import rowlock
+from ..store.ephemeral import StoreUnavailable
 from ..store.models import FamilyLink, Person, Voucher
 from ..store.prepared import Prepared
 from . import limits, records, registry, revocations, vouchers
@@ -140,7 +142,6 @@ def accept(session: Session, rt, member_voucher: Voucher, link_id: str) -> dict:
 
 def end(session: Session, rt, voucher: Voucher, link_id: str) -> dict:
     """Either side ends the link at once; tokens the guardian issued for the member are revoked."""
-    from .qr import issued_group
     link = _find(session, rt, voucher, link_id)
     if link.status not in LIVE:
         raise DomainError("family_link_not_found", "The link has already ended")
@@ -150,7 +151,7 @@ def end(session: Session, rt, voucher: Voucher, link_id: str) -> dict:
     guardian = session.get(Voucher, link.guardian_voucher_id)
     member_voucher = vouchers.of_person(session, link.member_person_id)
     if member_voucher is not None:
-        for token_id in rt.store.members(issued_group(member_voucher.voucher_id, guardian.voucher_id)):
+        for token_id in rt.store.members(issued_group(link)):
             revocations.add(session, kind="token", subject=token_id, reason="family_link_ended", created_at=now)
         records.record(session, member_voucher, "family_end", link_id=link_id, by=link.ended_by)
     records.record(session, guardian, "family_end", link_id=link_id, by=link.ended_by)
@@ -158,13 +159,21 @@ def end(session: Session, rt, voucher: Voucher, link_id: str) -> dict:
     return _link_json(session, link, voucher)
 
 
-def linked_member(session: Session, guardian: Voucher, voucher_id: str, refusal: str) -> Voucher:
-    """The voucher `voucher_id` when the guardian has an active link to its person; otherwise
-    `forbidden` with `refusal` as its detail (`voucher_not_found` for an unknown id)."""
+def linked_member(session: Session, guardian: Voucher, voucher_id: str, refusal: str) -> tuple[Voucher, FamilyLink]:
+    """The voucher `voucher_id` and the guardian's active link to its person; without such a
+    link `forbidden` with `refusal` as its detail (`voucher_not_found` for an unknown id)."""
     member = vouchers.by_public_id(session, voucher_id)
-    if not active_link(session, guardian, member):
+    link = active_link(session, guardian, member)
+    if link is None:
         raise DomainError("forbidden", refusal)
-    return member
+    return member, link
+
+
+def issued_group(link: FamilyLink) -> str:
+    """The ephemeral set of the codes a guardian issued for a member under this link: the end
+    lists them in the revocation feed, and a scan admits only a code noted under the link that
+    is live now (`presenter`)."""
+    return f"family_link:{link.link_id}"
 
 
 def active_link(session: Session, guardian: Voucher, member: Voucher) -> FamilyLink | None:
@@ -184,8 +193,11 @@ def presenter(session: Session, rt, member: Voucher, guardian_voucher_id: str, i
     loss report revokes them, and they stay dead after the guardian is reinstated), and if the
     link was live when the code was issued and still is. Otherwise `token_revoked`.
 
-    Codes are dated in whole seconds, so a link ended and made again within a second looks
-    live at `iat`; the code's own revocation, listed when the old link ended, still refuses it.
+    A code belongs to the link it was issued under: issuance notes its token id in that link's
+    set, and only a code noted under the link live now passes. Dates could not tell: codes are
+    dated in whole seconds, and a link can be ended and made again within one. Nor could the
+    feed alone: a code issued while the link was being ended is noted after the end listed the
+    link's codes. An unreadable set refuses the code (`service_unavailable`).
 
     Returns the answer's `presented_by` and the (guardian voucher, link) primary keys, which
     the scan's write checks again (`shown_still`) against a report or an end committed since."""
@@ -193,11 +205,19 @@ def presenter(session: Session, rt, member: Voucher, guardian_voucher_id: str, i
     if guardian is None or not _guardian_admits(guardian, iat):
         raise DomainError("token_revoked", _GUARDIAN_GONE)
     link = active_link(session, guardian, member)
-    if link is None or link.accepted_at is None or aware(link.accepted_at).timestamp() > iat + 1 \
-            or revocations.lists_token(session, token_id):
+    if link is None or token_id not in _noted(rt, link):
         raise DomainError("token_revoked", _LINK_ENDED)
     shown_by = {"relation": link.relation, "name_masked": mask_name(person_of(session, guardian).name)}
     return shown_by, (guardian.id, link.id)
+
+
+def _noted(rt, link: FamilyLink) -> list[str]:
+    try:
+        return rt.store.members(issued_group(link))
+    except StoreUnavailable:
+        metrics.STORE_ERRORS.labels("family_codes").inc()
+        raise DomainError("service_unavailable", "Cannot confirm the family link of this code; try again",
+                          headers={"Retry-After": "1"}) from None
 
 
 def _guardian_admits(guardian, iat: int) -> bool:

@@ -17,11 +17,6 @@ from . import activation, family, keys, limits, records
 from .vouchers import first_code_second, iso_z, require_usable, utc
 
 
-def issued_group(member_voucher_id: str, guardian_voucher_id: str) -> str:
-    """The set of tokens a guardian issued for a member (revoked together when the link ends)."""
-    return f"{member_voucher_id}:{guardian_voucher_id}"
-
-
 def issue(rt, claims: dict, *, voucher_id: str | None, fmt: str | None, image: str | None) -> dict:
     """Sign a short-lived one-use token for the holder's voucher or a linked member's.
 
@@ -32,11 +27,11 @@ def issue(rt, claims: dict, *, voucher_id: str | None, fmt: str | None, image: s
     COMMIT round trips (create_app)."""
     with rt.hot_connection() as conn:
         holder = activation.holder_snapshot(conn, claims)
-        actor = None
+        actor = link = None
         target = holder
         if voucher_id and voucher_id != holder.voucher_id:
-            target = family.linked_member(rt.session(), holder, voucher_id,
-                                          "You may show codes only for yourself and linked family members")
+            target, link = family.linked_member(rt.session(), holder, voucher_id,
+                                                "You may show codes only for yourself and linked family members")
             actor = holder.voucher_id
         require_usable(holder)
         require_usable(target)
@@ -53,9 +48,12 @@ def issue(rt, claims: dict, *, voucher_id: str | None, fmt: str | None, image: s
                         actor=actor, fmt=fmt, issuer=rt.config.issuer)
     if actor:
         try:
-            rt.store.remember(issued_group(target.voucher_id, actor), token_id, lifetime + rt.config.clock_skew)
+            # Kept as long as a scan admits the code: to `iat` + lifetime + the clock skew, where
+            # `iat` may be up to a second ahead of now (issue_time).
+            rt.store.remember(family.issued_group(link), token_id, lifetime + rt.config.clock_skew + 1)
         except StoreUnavailable:
-            # Without the set we could not list these tokens in the revocation feed: refuse.
+            # Without the set, an end of the link could not list this code in the revocation
+            # feed, and a scan could not tell it was issued under the live link: refuse.
             raise DomainError("service_unavailable", "Try again in a moment",
                               headers={"Retry-After": "1"}) from None
         session = rt.session()  # the request's session, which found the member above

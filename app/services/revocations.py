@@ -24,12 +24,6 @@ def add(session: Session, **fields) -> None:
     session.add(Revocation(**fields))
 
 
-def lists_token(session: Session, token_id: str) -> bool:
-    """The feed revokes this token id (the codes of an ended family link)."""
-    return session.scalar(select(Revocation.id).where(Revocation.kind == "token", Revocation.subject == token_id)
-                          .limit(1)) is not None
-
-
 def feed(session: Session, cursor: int) -> dict:
     """Up to PAGE entries after `cursor` (0: from the start)."""
     rows = session.scalars(select(Revocation).where(Revocation.id > cursor)

@@ -123,7 +123,8 @@ def test_ending_a_link_revokes_the_guardians_tokens(world):
 
 def test_a_code_of_an_ended_link_stays_dead_when_the_link_is_made_again_at_once(world):
     """Codes are dated in whole seconds, so the live link's acceptance time cannot tell an old
-    link's code from the new link's within the same second; the revocation the feed lists can."""
+    link's code from the new link's within the same second; the link each was noted under can
+    (tests/api/test_races.py has a code the feed could not list)."""
     g = world.holder("王建国")
     link = _link(world, g, "王小明", "parent", "出生证 1").get_json()
     member_vid = link["member"]["voucher_id"]
@@ -138,6 +139,24 @@ def test_a_code_of_an_ended_link_stays_dead_when_the_link_is_made_again_at_once(
     assert [i["kind"] for i in listed] == ["token"]  # the feed lists it, and the service agrees
     fresh = world.scan("H110000001", world.qr(g, voucher_id=member_vid))
     assert fresh.status_code == 200 and fresh.get_json()["presented_by"]["relation"] == "parent"
+
+
+def test_a_guardians_code_is_refused_while_the_codes_noted_under_its_link_cannot_be_read(world):
+    """Which link a guardian's code was issued under is kept in the ephemeral store: when that
+    cannot be read the scan cannot tell, and fails closed without spending the code. (A SQL store
+    on a database that cannot be opened fails only that read: the scan's own count and write go
+    through the scan's connection.)"""
+    from app.store.engine import make_engine
+    from app.store.ephemeral import SqlStore
+    g = world.holder("王建国")
+    member_vid = _link(world, g, "王小明", "parent", "出生证 1").get_json()["member"]["voucher_id"]
+    shown = world.qr(g, voucher_id=member_vid)
+    store, world.rt.store = world.rt.store, SqlStore(make_engine("sqlite:////nonexistent/dir/store.db"))
+    down = world.scan("H110000001", shown)
+    assert down.status_code == 503 and problem_code(down) == "service_unavailable"
+    assert down.headers["Retry-After"] == "1"
+    world.rt.store = store
+    assert world.scan("H110000001", shown).status_code == 200
 
 
 def test_a_guardians_loss_report_revokes_the_codes_they_showed_for_members(world):
@@ -155,6 +174,22 @@ def test_a_guardians_loss_report_revokes_the_codes_they_showed_for_members(world
     assert problem_code(world.scan("H110000001", shown)) == "token_revoked"
     fresh = world.scan("H110000001", world.qr(g, voucher_id=member_vid))
     assert fresh.status_code == 200 and fresh.get_json()["presented_by"]["relation"] == "parent"
+
+
+def test_a_guardians_code_dated_after_a_reinstatement_passes_to_the_end_of_its_life(world):
+    """In the second of the guardian's reinstatement a code is dated at the next whole second,
+    ahead of now; the note of the link it was issued under lasts as long as a scan admits it."""
+    g = world.holder("王建国")
+    member_vid = _link(world, g, "王小明", "parent", "出生证 1").get_json()["member"]["voucher_id"]
+    assert world.client.post("/v1/me/loss-report", json={}, headers=g["headers"]).status_code == 200
+    world.rt.clock.advance(5.5)
+    world.reinstate(g)
+    resp = world.client.post("/v1/me/qr-tokens", json={"voucher_id": member_vid}, headers=g["headers"])
+    expires = dt.datetime.fromisoformat(resp.get_json()["expires_at"].replace("Z", "+00:00")).timestamp()
+    assert expires - world.rt.clock.now() == 60.5  # dated half a second ahead
+    world.rt.clock.advance(expires + world.rt.config.clock_skew + 0.5 - world.rt.clock.now())
+    last = world.scan("H110000001", resp.get_json()["token"])  # the last second a scan admits it
+    assert last.status_code == 200, last.get_json()
 
 
 def test_member_can_end_the_link_too(world):

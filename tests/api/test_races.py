@@ -306,3 +306,38 @@ def _assert_refused_and_recorded(world, link):
                             .where(Voucher.voucher_id == link["member"]["voucher_id"])
                             .order_by(UsageRecord.id.desc())).first()
     assert last.kind == "scan" and last.detail["result"] == "token_revoked"
+
+
+def test_a_guardians_code_issued_while_the_link_ends_stays_dead_when_the_link_is_made_again(world, monkeypatch):
+    """Issuance reads the link, then signs and notes the code under it: an end that commits in
+    between lists the guardian's codes before this one is noted, so the feed never lists it. A
+    link made again at once (the same second, which codes cannot tell apart) must not revive it:
+    the service knows each guardian code by the link it was issued under."""
+    from app.services import family
+    g, link, _ = _guardian_with_member_code(world)
+    member_vid = link["member"]["voucher_id"]
+    original, ended = family.linked_member, []
+
+    def read_then_end(*args, **kwargs):
+        member = original(*args, **kwargs)
+        if not ended:  # the end commits after this read and before the code is signed and noted
+            t = threading.Thread(target=lambda: ended.append(world.app.test_client().delete(
+                f"/v1/me/family/{link['link_id']}", headers=g["headers"])))
+            t.start()
+            t.join()
+        return member
+    monkeypatch.setattr(family, "linked_member", read_then_end)
+    raced = world.client.post("/v1/me/qr-tokens", json={"voucher_id": member_vid}, headers=g["headers"])
+    monkeypatch.setattr(family, "linked_member", original)
+    assert ended[0].status_code == 200 and raced.status_code == 201, raced.get_json()
+    feed = world.client.get("/v1/revocations", headers=world.inst_headers("H110000001")).get_json()["items"]
+    assert raced.get_json()["token_id"] not in {i["id"] for i in feed}  # the end could not list it
+    again = world.client.post("/v1/me/family", headers=g["headers"], json={
+        "id_number": world.person("王小明")["id_number"], "name": "王小明", "relation": "parent",
+        "document_ref": "出生证 1"})
+    assert again.status_code == 201  # the same second on the service's clock
+    refused = world.scan("H110000001", raced.get_json()["token"])
+    assert refused.status_code == 401 and problem_code(refused) == "token_revoked"
+    assert "family link" in refused.get_json()["detail"]
+    fresh = world.scan("H110000001", world.qr(g, voucher_id=member_vid))
+    assert fresh.status_code == 200 and fresh.get_json()["presented_by"]["relation"] == "parent"
