@@ -65,9 +65,9 @@ def authenticate(session: Session, client_id: str, secret: str) -> Institution:
     expected = inst.secret_hash if inst else _hash_secret(secrets.token_urlsafe(32))
     if not hmac.compare_digest(expected, _hash_secret(secret)) or inst is None:
         raise DomainError("unauthorized", "Unknown client or wrong secret",
-                          headers={"WWW-Authenticate": 'Basic realm="evoucher"'})
-    if inst.status != "active":
-        raise DomainError("institution_inactive", "This institution may not scan")
+                          headers={"WWW-Authenticate": 'Basic realm="evoucher"'}, error="invalid_client")
+    if inst.status != "active":  # `error`: RFC 6749 §5.2, read by OAuth client libraries
+        raise DomainError("institution_inactive", "This institution may not scan", error="unauthorized_client")
     return inst
 
 
