@@ -191,6 +191,25 @@ def _basic(cid, secret):
     return {"Authorization": "Basic " + base64.b64encode(f"{cid}:{secret}".encode()).decode()}
 
 
+def test_openapi_names_every_member_of_a_scan_and_of_a_feed_page(world):
+    """A scanner vendor generates its client from the document: a member the service sends and
+    the document leaves out is dropped by such a client."""
+    doc = world.client.get("/openapi.json").get_json()
+    holder = world.holder("张丽")
+    scan = world.scan("H110000001", world.qr(holder)).get_json()
+    schema = doc["components"]["schemas"]["Scan"]
+    assert set(schema["properties"]) == set(scan)
+    for member in ("person", "insurance"):
+        assert set(schema["properties"][member]["properties"]) == set(scan[member])
+    assert world.client.post("/v1/me/loss-report", headers=holder["headers"]).status_code == 200
+    page = world.client.get("/v1/revocations", headers=world.inst_headers("H110000001")).get_json()
+    assert page["items"]
+    ref = doc["paths"]["/v1/revocations"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+    feed = doc["components"]["schemas"][ref["$ref"].rsplit("/", 1)[1]]
+    assert set(feed["properties"]) == set(page)
+    assert set(feed["properties"]["items"]["items"]["properties"]) == set(page["items"][0])
+
+
 def test_oauth_client_credentials(world):
     inst = world.inst("H110000001")
     resp = world.client.post("/v1/oauth/token", data={"grant_type": "client_credentials"},
