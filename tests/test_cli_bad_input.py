@@ -365,6 +365,14 @@ def test_institution_names_that_are_blank_or_not_plain_text(env, name, words):
     assert count(env, "institutions") == 0
 
 
+@pytest.mark.parametrize("code", ["H1\udcff", "H1\x00", "H" * 33, "Ｈ1"])  # argv not UTF-8, NUL, too long, fullwidth
+def test_set_status_of_a_code_no_institution_can_have_is_no_institution(env, code):
+    assert run("institutions", "add", "--code", "H1", "--name", "示范医院", "--kind", "hospital",
+               "--region", "110000").exit_code == 0
+    fails(run("institutions", "set-status", "--code", code, "--status", "inactive"), 1, "no institution")
+    assert rows(env, "SELECT code, status FROM institutions") == [("H1", "active")]
+
+
 @pytest.fixture
 def wechat_key(tmp_path):
     from mock_channels.keys import ensure_keys

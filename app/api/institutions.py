@@ -45,9 +45,9 @@ def oauth_token():
             grant = json_object().get("grant_type")
         except DomainError:  # not a JSON object: answered as a missing grant type below
             grant = None
-    if grant != "client_credentials":
+    if grant != "client_credentials":  # RFC 6749 §5.2: a missing parameter is invalid_request
         raise DomainError("invalid_request", "grant_type must be client_credentials",
-                          error="unsupported_grant_type")
+                          error="invalid_request" if grant in (None, "") else "unsupported_grant_type")
     client_id, secret = _basic_credentials()
     rt = runtime()
     session = rt.session()

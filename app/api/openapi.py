@@ -111,7 +111,8 @@ def document() -> dict:
                                            **_err("not_found", "institution_inactive", "unauthorized")},
                                           security=INST, params=[path_param("scan_id")])},
         "/v1/revocations": {"get": op("Revoked voucher ids and token ids since a cursor", "institutions",
-                                      {**_json(OBJ), **_err("invalid_request", "institution_inactive", "unauthorized")},
+                                      {**_json({"$ref": "#/components/schemas/RevocationPage"}),
+                                       **_err("invalid_request", "institution_inactive", "unauthorized")},
                                       security=INST,
                                       params=[query_param("since", "cursor from a previous page")])},
         "/v1/me": {"get": op("Voucher status, enrolments, region, channels, family", "holders",
@@ -230,7 +231,14 @@ def document() -> dict:
                                                                 "gender": S, "age": {"type": "integer"}}},
                     "insurance": {"type": "object", "properties": {"region_code": S, "insurance_type": S}},
                     "voucher_status": S, "presented_by": {"type": ["object", "null"]},
-                    "remote_care_filing_id": {"type": ["string", "null"]}}},
+                    "remote_care_filing_id": {"type": ["string", "null"]}, "purpose": {"enum": list(PURPOSES)},
+                    "token_id": S, "scanned_at": {"type": "string", "format": "date-time"}}},
+                "RevocationPage": {"type": "object", "properties": {
+                    "items": {"type": "array", "items": {"type": "object", "properties": {
+                        "cursor": S, "kind": {"enum": ["voucher", "reinstated", "token"]}, "id": S,
+                        "reason": S, "at": {"type": "string", "format": "date-time"}}}},
+                    "next": {"type": "string", "description": "the cursor to send as `since` next time"},
+                    "more": {"type": "boolean"}}},
             },
         },
     }

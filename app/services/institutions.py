@@ -16,6 +16,7 @@ from ..store.models import Institution
 from ..text import plain_text
 
 KINDS = ("hospital", "pharmacy")
+CODE = re.compile(r"[A-Za-z0-9]{1,32}")
 
 
 def _hash_secret(secret: str) -> str:
@@ -36,7 +37,7 @@ def add(session: Session, *, code: str, name: str, kind: str, region_code: str,
     A new institution is active unless `status` says otherwise; an existing one keeps its status
     unless `status` is given: re-keying a deactivated institution (its secret leaked, say) must
     not let it scan again."""
-    if not re.fullmatch(r"[A-Za-z0-9]{1,32}", code or ""):
+    if not CODE.fullmatch(code or ""):
         raise ValueError("institution code must be 1-32 letters or digits")
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {', '.join(KINDS)}")
@@ -64,13 +65,17 @@ def authenticate(session: Session, client_id: str, secret: str) -> Institution:
     expected = inst.secret_hash if inst else _hash_secret(secrets.token_urlsafe(32))
     if not hmac.compare_digest(expected, _hash_secret(secret)) or inst is None:
         raise DomainError("unauthorized", "Unknown client or wrong secret",
-                          headers={"WWW-Authenticate": 'Basic realm="evoucher"'})
-    if inst.status != "active":
-        raise DomainError("institution_inactive", "This institution may not scan")
+                          headers={"WWW-Authenticate": 'Basic realm="evoucher"'}, error="invalid_client")
+    if inst.status != "active":  # `error`: RFC 6749 §5.2, read by OAuth client libraries
+        raise DomainError("institution_inactive", "This institution may not scan", error="unauthorized_client")
     return inst
 
 
 def by_code(session: Session, code: str) -> Institution | None:
+    # A code no institution can have is not looked up: the database driver cannot even encode
+    # some (a lone surrogate from an argv that is not UTF-8; a NUL on PostgreSQL).
+    if not CODE.fullmatch(code):
+        return None
     return session.scalars(select(Institution).where(Institution.code == code)).first()
 
 

@@ -191,6 +191,25 @@ def _basic(cid, secret):
     return {"Authorization": "Basic " + base64.b64encode(f"{cid}:{secret}".encode()).decode()}
 
 
+def test_openapi_names_every_member_of_a_scan_and_of_a_feed_page(world):
+    """A scanner vendor generates its client from the document: a member the service sends and
+    the document leaves out is dropped by such a client."""
+    doc = world.client.get("/openapi.json").get_json()
+    holder = world.holder("张丽")
+    scan = world.scan("H110000001", world.qr(holder)).get_json()
+    schema = doc["components"]["schemas"]["Scan"]
+    assert set(schema["properties"]) == set(scan)
+    for member in ("person", "insurance"):
+        assert set(schema["properties"][member]["properties"]) == set(scan[member])
+    assert world.client.post("/v1/me/loss-report", headers=holder["headers"]).status_code == 200
+    page = world.client.get("/v1/revocations", headers=world.inst_headers("H110000001")).get_json()
+    assert page["items"]
+    ref = doc["paths"]["/v1/revocations"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+    feed = doc["components"]["schemas"][ref["$ref"].rsplit("/", 1)[1]]
+    assert set(feed["properties"]) == set(page)
+    assert set(feed["properties"]["items"]["items"]["properties"]) == set(page["items"][0])
+
+
 def test_oauth_client_credentials(world):
     inst = world.inst("H110000001")
     resp = world.client.post("/v1/oauth/token", data={"grant_type": "client_credentials"},
@@ -228,6 +247,33 @@ def test_inactive_institution_cannot_get_a_token(world):
     resp = world.client.post("/v1/oauth/token", data={"grant_type": "client_credentials"},
                              headers=_basic(inst["client_id"], inst["client_secret"]))
     assert resp.status_code == 403 and problem_code(resp) == "institution_inactive"
+
+
+def test_oauth_refusals_carry_the_rfc6749_error_member(world):
+    """An OAuth client library reads a token refusal from `error` (RFC 6749 §5.2); without it a
+    wrong secret is reported as a missing access token instead of an invalid client."""
+    from app.services import institutions
+    inst = world.inst("H110000001")
+    good = _basic(inst["client_id"], inst["client_secret"])
+    cases = [
+        ({"grant_type": "client_credentials"}, _basic(inst["client_id"], "wrong"), 401, "unauthorized",
+         "invalid_client"),
+        ({"grant_type": "client_credentials"}, _basic("inst_nobody", inst["client_secret"]), 401, "unauthorized",
+         "invalid_client"),
+        ({"grant_type": "client_credentials"}, {}, 401, "unauthorized", "invalid_client"),
+        ({}, good, 400, "invalid_request", "invalid_request"),
+        ({"grant_type": "password"}, good, 400, "invalid_request", "unsupported_grant_type"),
+    ]
+    for form, headers, status, code, error in cases:
+        resp = world.client.post("/v1/oauth/token", data=form, headers=headers)
+        assert (resp.status_code, problem_code(resp), resp.get_json().get("error")) == (status, code, error), form
+    with world.app.app_context():
+        s = world.rt.session()
+        institutions.by_code(s, "H110000001").status = "inactive"
+        s.commit()
+    resp = world.client.post("/v1/oauth/token", data={"grant_type": "client_credentials"}, headers=good)
+    assert (resp.status_code, problem_code(resp), resp.get_json().get("error")) == (
+        403, "institution_inactive", "unauthorized_client")
 
 
 def test_bearer_required_and_holder_token_is_not_an_institution_token(world):
