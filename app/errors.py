@@ -85,6 +85,15 @@ def problem(code: str, detail: str, status: int, headers: dict | None = None, **
     return resp
 
 
+def _too_large_detail() -> str:
+    """Werkzeug's 413: the body past this route's limit (16 KiB, or the photo upload's 2 MiB), or,
+    within it, a form field past the form's in-memory limit or too many form parts."""
+    limit, length = request.max_content_length, request.content_length
+    if limit is not None and (length is None or length > limit):
+        return f"Request body exceeds {limit // 1024} KiB"
+    return "A form field is too large, or the form has too many parts"
+
+
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(DomainError)
     def _domain(exc: DomainError):
@@ -93,7 +102,7 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException):
         code = _HTTP_CODES.get(exc.code or 500, "invalid_request" if (exc.code or 500) < 500 else "internal_error")
-        detail = {413: "Request body exceeds 16 KiB", 404: "No such resource",
+        detail = {413: _too_large_detail(), 404: "No such resource",
                   405: "Method not allowed on this resource"}.get(exc.code, CODES[code][1])
         headers = {"Allow": ", ".join(exc.valid_methods)} if getattr(exc, "valid_methods", None) else None
         return problem(code, detail, exc.code or 500, headers)

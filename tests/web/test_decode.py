@@ -88,6 +88,15 @@ def test_over_two_mib_is_payload_too_large(client, inst_headers, size):
     assert resp.status_code == 413 and problem_code(resp) == "payload_too_large"
 
 
+def test_a_form_field_too_large_for_memory_is_named_as_such(client, inst_headers):
+    """A text field over the form's in-memory limit (Flask's 500 kB) is refused within the route's
+    2 MiB body limit: the answer must not blame a body limit the request kept."""
+    resp = client.post("/scanner/decode", data={"note": "x" * 600_000, "image": (io.BytesIO(encode(qr_image())), "c.png")},
+                       headers=inst_headers, content_type="multipart/form-data")
+    assert resp.status_code == 413 and problem_code(resp) == "payload_too_large"
+    assert "KiB" not in resp.get_json()["detail"] and "form" in resp.get_json()["detail"]
+
+
 def test_each_institution_has_an_allowance_of_images_per_minute(make_app, clock):
     """A desk without BarcodeDetector sends its camera's frames here twice a second; frames
     without a code count too, and one institution's desks cannot use up another's allowance."""
