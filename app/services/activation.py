@@ -216,15 +216,23 @@ def take_reverification(session: Session, rt, voucher: Voucher, purpose: str,
     return None
 
 
-def unbind(session: Session, rt, voucher: Voucher, channel_id: str, *, by: str) -> dict:
-    """End one channel's binding and its sessions; other channels keep working."""
-    binding = session.scalars(select(ChannelBinding).where(ChannelBinding.voucher_id == voucher.id,
-                                                           ChannelBinding.channel_id == channel_id,
-                                                           ChannelBinding.status == "active")).first()
-    if binding is None:
+def unbind(session: Session, rt, voucher: Voucher, channel_id: str, *, by: str,
+           channel_user_id: str | None = None) -> dict:
+    """End the voucher's bindings in one channel and their sessions; other channels keep working.
+
+    A person may be bound through several users of one channel (two WeChat accounts): the
+    channel unbinds the one user it names, the holder every binding in that channel."""
+    q = select(ChannelBinding).where(ChannelBinding.voucher_id == voucher.id,
+                                     ChannelBinding.channel_id == channel_id,
+                                     ChannelBinding.status == "active")
+    if channel_user_id is not None:
+        q = q.where(ChannelBinding.channel_user_id == channel_user_id)
+    bindings = session.scalars(q).all()
+    if not bindings:
         raise DomainError("channel_not_bound", "The voucher is not bound in this channel")
-    binding.status, binding.unbound_at = "unbound", utc(rt.clock.now())
-    binding.session_epoch += 1
-    records.record(session, voucher, "unbind", channel=channel_id, by=by)
+    for binding in bindings:
+        binding.status, binding.unbound_at = "unbound", utc(rt.clock.now())
+        binding.session_epoch += 1
+        records.record(session, voucher, "unbind", channel=channel_id, by=by)
     session.commit()
     return {"voucher_id": voucher.voucher_id, "channel": channel_id, "status": "unbound"}

@@ -116,6 +116,39 @@ def test_unbinding_ends_sessions_and_reactivation_works(world):
     assert world.client.get("/v1/me", headers=again["headers"]).status_code == 200
 
 
+def _two_wechat_users(world) -> tuple[dict, dict]:
+    """One person bound through two WeChat accounts, each with an open holder session."""
+    c, p = world.channel("wechat"), world.person("张丽")
+    headers = {}
+    for user, pin in (("wx_a", "258013"), ("wx_b", None)):
+        c.activate(p["id_number"], "张丽", p["phone"], pin=pin, channel_user_id=user)
+        headers[user] = {"Authorization": f"Bearer {c.session(user)['access_token']}"}
+    return headers["wx_a"], headers["wx_b"]
+
+
+def test_channel_unbinds_the_user_it_names_not_another_of_the_same_person(world):
+    a, b = _two_wechat_users(world)
+    world.channel("wechat").unbind("wx_b")
+    resp = world.client.get("/v1/me", headers=b)
+    assert resp.status_code == 401 and problem_code(resp) == "unauthorized"
+    assert world.client.get("/v1/me", headers=a).status_code == 200
+    with pytest.raises(ChannelError) as exc:
+        world.channel("wechat").unbind("wx_b")
+    assert exc.value.code == "channel_not_bound"
+    assert world.channel("wechat").session("wx_a")["access_token"]
+
+
+def test_holder_unbinding_a_channel_ends_every_binding_in_it(world):
+    a, b = _two_wechat_users(world)
+    resp = world.client.delete("/v1/me/channels/wechat", json={"pin": "258013"}, headers=a)
+    assert resp.status_code == 200
+    for headers in (a, b):
+        assert problem_code(world.client.get("/v1/me", headers=headers)) == "unauthorized"
+    with pytest.raises(ChannelError) as exc:
+        world.channel("wechat").session("wx_b")
+    assert exc.value.code == "channel_not_bound"
+
+
 def test_holder_unbinds_with_pin(world):
     wx = world.holder("张丽", "wechat", pin="258013")
     ali = world.holder("张丽", "alipay")
