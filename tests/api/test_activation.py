@@ -87,6 +87,30 @@ def test_activation_is_idempotent_on_request_id(world):
     assert exc.value.code == "invalid_request"
 
 
+def test_idempotency_record_cannot_be_searched_for_the_pin(world):
+    """The stored fingerprint of an activation covers its PIN and ID number; an unkeyed hash of
+    them would let anyone who reads the table try the million PINs (and the ID numbers) offline,
+    which the slow PIN hash is there to prevent."""
+    import hashlib
+    import json
+
+    from sqlalchemy import select
+
+    from app.store.models import ChannelRequest
+
+    p = world.person("张丽")
+    body = {"request_id": "req-fp", "channel_user_id": "u1", "id_type": "01", "id_number": p["id_number"],
+            "name": "张丽", "phone": p["phone"], "face_verified": True, "pin": "258013"}
+    world.channel("wechat").call("activations", body)
+    with world.app.app_context():
+        stored = world.rt.session().scalars(select(ChannelRequest).where(
+            ChannelRequest.request_id == "req-fp")).one().fingerprint
+    guesses = {hashlib.sha256(json.dumps({**body, "pin": f"{pin:06d}"}, sort_keys=True,
+                                         ensure_ascii=False).encode()).hexdigest()
+               for pin in range(258000, 258100)}
+    assert stored not in guesses
+
+
 def test_one_voucher_many_channels_one_pin(world):
     wx = world.holder("张丽", "wechat", pin="258013")
     ali = world.activate("张丽", "alipay")
