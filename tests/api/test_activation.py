@@ -125,6 +125,41 @@ def test_one_voucher_many_channels_one_pin(world):
     assert me["person"]["id_number_masked"].count("*") == 11
 
 
+def _documented(world, path: str, status: int) -> list[str]:
+    responses = world.client.get("/openapi.json").get_json()["paths"][path]["post"]["responses"]
+    return responses.get(str(status), {}).get("description", "").removeprefix("codes: ").split(", ")
+
+
+def test_activation_in_another_channel_with_a_locked_pin(world):
+    world.activate("张丽", "wechat", pin="258013")
+    codes = []
+    for _ in range(5):
+        with pytest.raises(ChannelError) as exc:
+            world.activate("张丽", "alipay", pin="999888")
+        codes.append(exc.value.code)
+    assert codes == ["pin_invalid"] * 4 + ["pin_locked"]  # the fifth miss locks it
+    with pytest.raises(ChannelError) as exc:
+        world.activate("张丽", "alipay", pin="258013")
+    assert (exc.value.status, exc.value.code) == (423, "pin_locked")
+    assert "pin_locked" in _documented(world, "/v1/channels/{channel_id}/activations", 423)
+
+
+def test_cancelled_voucher_opens_no_session_and_is_not_reinstated(world):
+    from app.services import vouchers
+    holder = world.holder("张丽")
+    with world.app.app_context():
+        s = world.rt.session()
+        vouchers.by_public_id(s, holder["voucher_id"]).status = "cancelled"
+        s.commit()
+    c = world.channel("wechat")
+    for call, path in ((lambda: c.session(holder["channel_user_id"]), "sessions"),
+                       (lambda: c.reverify(holder["channel_user_id"], "reinstate"), "reverifications")):
+        with pytest.raises(ChannelError) as exc:
+            call()
+        assert (exc.value.status, exc.value.code) == (403, "voucher_cancelled")
+        assert "voucher_cancelled" in _documented(world, f"/v1/channels/{{channel_id}}/{path}", 403)
+
+
 def test_unbinding_ends_sessions_and_reactivation_works(world):
     wx = world.holder("张丽", "wechat")
     ali = world.holder("张丽", "alipay")
