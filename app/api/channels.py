@@ -91,4 +91,4 @@ def unbindings(channel_id: str):
     session = rt.session()
     binding = activation.binding_for(session, channel_id, p["channel_user_id"])
     return jsonify(activation.unbind(session, rt, session.get(Voucher, binding.voucher_id), channel_id,
-                                     by="channel"))
+                                     by="channel", channel_user_id=binding.channel_user_id))

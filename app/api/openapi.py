@@ -186,15 +186,16 @@ def document() -> dict:
              "phone": PHONE, "face_verified": {"type": "boolean"}, "pin": PIN},
             ["request_id", "channel_user_id", "id_type", "id_number", "name", "phone", "face_verified"],
             ("unsupported_id_type", "invalid_id_number", "person_not_enrolled", "name_mismatch",
-             "face_verification_required", "voucher_suspended", "pin_too_weak", "pin_invalid")),
+             "face_verification_required", "voucher_suspended", "pin_too_weak", "pin_invalid", "pin_locked")),
         "/v1/channels/{channel_id}/sessions": _channel_call(
             "Open a 15-minute holder session", {"channel_user_id": CHANNEL_USER, "request_id": REQUEST_ID},
-            ["channel_user_id"], ("channel_not_bound",)),
+            ["channel_user_id"], ("channel_not_bound", "voucher_cancelled")),
         "/v1/channels/{channel_id}/reverifications": _channel_call(
             "Record a fresh face check for pin_reset, reinstate or family_accept",
             {"channel_user_id": CHANNEL_USER, "face_verified": {"type": "boolean"},
              "purpose": {"enum": list(REVERIFICATION_PURPOSES)}, "link_id": S, "request_id": REQUEST_ID},
-            ["channel_user_id", "face_verified", "purpose"], ("face_verification_required", "channel_not_bound")),
+            ["channel_user_id", "face_verified", "purpose"],
+            ("face_verification_required", "channel_not_bound", "voucher_cancelled")),
         "/v1/channels/{channel_id}/unbindings": _channel_call(
             "Unbind a channel user", {"channel_user_id": CHANNEL_USER, "request_id": REQUEST_ID}, ["channel_user_id"],
             ("channel_not_bound",)),

@@ -18,7 +18,10 @@ from ..errors import DomainError
 
 CALLS = ("activations", "sessions", "reverifications", "unbindings")
 MAX_SKEW_SECONDS = 300
-NONCE_TTL_SECONDS = 600
+# A stamp stays acceptable for 2 x MAX_SKEW (from 300 s before it to 300 s after it, inclusive,
+# on a clock read in whole seconds), so its nonce must be kept longer than that: a Redis key
+# expires to the millisecond, and app nodes' clocks differ by a few seconds. A minute to spare.
+NONCE_TTL_SECONDS = 2 * MAX_SKEW_SECONDS + 60
 
 # Nonces and request ids: what real partners send (hex, uuid, alnum) and nothing that could
 # smuggle separators into a store key.

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 from types import SimpleNamespace
 
@@ -24,10 +23,13 @@ from .vouchers import aware, iso_z, utc
 HOLDER_AUD = "evoucher:holder"
 REVERIFICATION_SECONDS = 600
 PURPOSES = ("pin_reset", "reinstate", "family_accept")
+FINGERPRINT_CONTEXT = "channel_request"
 
 
-def _fingerprint(payload: dict) -> str:
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+def _fingerprints(rt, payload: dict) -> tuple[str, str]:
+    """Keyed digests of a request (this profile's, then the other's): it holds the PIN and the
+    ID number, so a plain hash in the table would let its reader try every PIN offline."""
+    return rt.fields.indexes(json.dumps(payload, sort_keys=True, ensure_ascii=False), FINGERPRINT_CONTEXT)
 
 
 def activate(session: Session, rt, channel_id: str, p: dict, *, retried: bool = False) -> dict:
@@ -36,17 +38,17 @@ def activate(session: Session, rt, channel_id: str, p: dict, *, retried: bool = 
     A concurrent call that wrote the same person's voucher, the same channel user's binding or
     the same request_id first makes this one's insert fail on a unique key: it is run once more,
     and then finds those rows."""
-    fingerprint = _fingerprint(p)
+    fingerprints = _fingerprints(rt, p)
     done = session.scalars(select(ChannelRequest).where(ChannelRequest.channel_id == channel_id,
                                                         ChannelRequest.request_id == p["request_id"])).first()
     if done is not None:
-        if done.fingerprint != fingerprint:
+        if done.fingerprint not in fingerprints:
             raise DomainError("invalid_request", "request_id was already used for a different request")
         return done.response
     try:
         result = _activate(session, rt, channel_id, p)
         session.add(ChannelRequest(channel_id=channel_id, request_id=p["request_id"],
-                                   fingerprint=fingerprint, response=result))
+                                   fingerprint=fingerprints[0], response=result))
         session.commit()
     except DomainError as exc:
         metrics.ACTIVATIONS.labels(channel_id, exc.code).inc()
@@ -216,15 +218,23 @@ def take_reverification(session: Session, rt, voucher: Voucher, purpose: str,
     return None
 
 
-def unbind(session: Session, rt, voucher: Voucher, channel_id: str, *, by: str) -> dict:
-    """End one channel's binding and its sessions; other channels keep working."""
-    binding = session.scalars(select(ChannelBinding).where(ChannelBinding.voucher_id == voucher.id,
-                                                           ChannelBinding.channel_id == channel_id,
-                                                           ChannelBinding.status == "active")).first()
-    if binding is None:
+def unbind(session: Session, rt, voucher: Voucher, channel_id: str, *, by: str,
+           channel_user_id: str | None = None) -> dict:
+    """End the voucher's bindings in one channel and their sessions; other channels keep working.
+
+    A person may be bound through several users of one channel (two WeChat accounts): the
+    channel unbinds the one user it names, the holder every binding in that channel."""
+    q = select(ChannelBinding).where(ChannelBinding.voucher_id == voucher.id,
+                                     ChannelBinding.channel_id == channel_id,
+                                     ChannelBinding.status == "active")
+    if channel_user_id is not None:
+        q = q.where(ChannelBinding.channel_user_id == channel_user_id)
+    bindings = session.scalars(q).all()
+    if not bindings:
         raise DomainError("channel_not_bound", "The voucher is not bound in this channel")
-    binding.status, binding.unbound_at = "unbound", utc(rt.clock.now())
-    binding.session_epoch += 1
-    records.record(session, voucher, "unbind", channel=channel_id, by=by)
+    for binding in bindings:
+        binding.status, binding.unbound_at = "unbound", utc(rt.clock.now())
+        binding.session_epoch += 1
+        records.record(session, voucher, "unbind", channel=channel_id, by=by)
     session.commit()
     return {"voucher_id": voucher.voucher_id, "channel": channel_id, "status": "unbound"}

@@ -87,6 +87,30 @@ def test_activation_is_idempotent_on_request_id(world):
     assert exc.value.code == "invalid_request"
 
 
+def test_idempotency_record_cannot_be_searched_for_the_pin(world):
+    """The stored fingerprint of an activation covers its PIN and ID number; an unkeyed hash of
+    them would let anyone who reads the table try the million PINs (and the ID numbers) offline,
+    which the slow PIN hash is there to prevent."""
+    import hashlib
+    import json
+
+    from sqlalchemy import select
+
+    from app.store.models import ChannelRequest
+
+    p = world.person("张丽")
+    body = {"request_id": "req-fp", "channel_user_id": "u1", "id_type": "01", "id_number": p["id_number"],
+            "name": "张丽", "phone": p["phone"], "face_verified": True, "pin": "258013"}
+    world.channel("wechat").call("activations", body)
+    with world.app.app_context():
+        stored = world.rt.session().scalars(select(ChannelRequest).where(
+            ChannelRequest.request_id == "req-fp")).one().fingerprint
+    guesses = {hashlib.sha256(json.dumps({**body, "pin": f"{pin:06d}"}, sort_keys=True,
+                                         ensure_ascii=False).encode()).hexdigest()
+               for pin in range(258000, 258100)}
+    assert stored not in guesses
+
+
 def test_one_voucher_many_channels_one_pin(world):
     wx = world.holder("张丽", "wechat", pin="258013")
     ali = world.activate("张丽", "alipay")
@@ -99,6 +123,41 @@ def test_one_voucher_many_channels_one_pin(world):
     me = world.client.get("/v1/me", headers=wx["headers"]).get_json()
     assert me["channels"] == ["alipay", "bank-icbc", "wechat"]
     assert me["person"]["id_number_masked"].count("*") == 11
+
+
+def _documented(world, path: str, status: int) -> list[str]:
+    responses = world.client.get("/openapi.json").get_json()["paths"][path]["post"]["responses"]
+    return responses.get(str(status), {}).get("description", "").removeprefix("codes: ").split(", ")
+
+
+def test_activation_in_another_channel_with_a_locked_pin(world):
+    world.activate("张丽", "wechat", pin="258013")
+    codes = []
+    for _ in range(5):
+        with pytest.raises(ChannelError) as exc:
+            world.activate("张丽", "alipay", pin="999888")
+        codes.append(exc.value.code)
+    assert codes == ["pin_invalid"] * 4 + ["pin_locked"]  # the fifth miss locks it
+    with pytest.raises(ChannelError) as exc:
+        world.activate("张丽", "alipay", pin="258013")
+    assert (exc.value.status, exc.value.code) == (423, "pin_locked")
+    assert "pin_locked" in _documented(world, "/v1/channels/{channel_id}/activations", 423)
+
+
+def test_cancelled_voucher_opens_no_session_and_is_not_reinstated(world):
+    from app.services import vouchers
+    holder = world.holder("张丽")
+    with world.app.app_context():
+        s = world.rt.session()
+        vouchers.by_public_id(s, holder["voucher_id"]).status = "cancelled"
+        s.commit()
+    c = world.channel("wechat")
+    for call, path in ((lambda: c.session(holder["channel_user_id"]), "sessions"),
+                       (lambda: c.reverify(holder["channel_user_id"], "reinstate"), "reverifications")):
+        with pytest.raises(ChannelError) as exc:
+            call()
+        assert (exc.value.status, exc.value.code) == (403, "voucher_cancelled")
+        assert "voucher_cancelled" in _documented(world, f"/v1/channels/{{channel_id}}/{path}", 403)
 
 
 def test_unbinding_ends_sessions_and_reactivation_works(world):
@@ -114,6 +173,39 @@ def test_unbinding_ends_sessions_and_reactivation_works(world):
     again = world.holder("张丽", "wechat")
     assert again["voucher_id"] == wx["voucher_id"]
     assert world.client.get("/v1/me", headers=again["headers"]).status_code == 200
+
+
+def _two_wechat_users(world) -> tuple[dict, dict]:
+    """One person bound through two WeChat accounts, each with an open holder session."""
+    c, p = world.channel("wechat"), world.person("张丽")
+    headers = {}
+    for user, pin in (("wx_a", "258013"), ("wx_b", None)):
+        c.activate(p["id_number"], "张丽", p["phone"], pin=pin, channel_user_id=user)
+        headers[user] = {"Authorization": f"Bearer {c.session(user)['access_token']}"}
+    return headers["wx_a"], headers["wx_b"]
+
+
+def test_channel_unbinds_the_user_it_names_not_another_of_the_same_person(world):
+    a, b = _two_wechat_users(world)
+    world.channel("wechat").unbind("wx_b")
+    resp = world.client.get("/v1/me", headers=b)
+    assert resp.status_code == 401 and problem_code(resp) == "unauthorized"
+    assert world.client.get("/v1/me", headers=a).status_code == 200
+    with pytest.raises(ChannelError) as exc:
+        world.channel("wechat").unbind("wx_b")
+    assert exc.value.code == "channel_not_bound"
+    assert world.channel("wechat").session("wx_a")["access_token"]
+
+
+def test_holder_unbinding_a_channel_ends_every_binding_in_it(world):
+    a, b = _two_wechat_users(world)
+    resp = world.client.delete("/v1/me/channels/wechat", json={"pin": "258013"}, headers=a)
+    assert resp.status_code == 200
+    for headers in (a, b):
+        assert problem_code(world.client.get("/v1/me", headers=headers)) == "unauthorized"
+    with pytest.raises(ChannelError) as exc:
+        world.channel("wechat").session("wx_b")
+    assert exc.value.code == "channel_not_bound"
 
 
 def test_holder_unbinds_with_pin(world):

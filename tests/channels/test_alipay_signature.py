@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import NameOID
 
 from app.channels import ChannelInfo, verify_call
+from app.channels.common import NONCE_TTL_SECONDS
 from app.channels.alipay import parse_timestamp, signing_strings
 from app.errors import DomainError
 
@@ -90,7 +91,7 @@ def test_sdk_signed_form_passes(sdk, channel, nonces, call, biz):
     assert signed.channel == "alipay"
     assert signed.payload == biz
     assert signed.nonce == biz["request_id"]
-    assert nonces.calls == [("alipay", biz["request_id"], 600)]
+    assert nonces.calls == [("alipay", biz["request_id"], NONCE_TTL_SECONDS)]
 
 
 def test_signed_content_is_what_the_sdk_signs(sdk, one_key_channel):

@@ -8,6 +8,7 @@ import time
 import pytest
 
 from app.channels import ChannelInfo, verify_call
+from app.channels.common import NONCE_TTL_SECONDS
 from app.channels.bank import canonical_string
 from app.errors import DomainError
 from crypto import sm2
@@ -65,7 +66,7 @@ def test_signed_request_passes(channel, sm2_keys, nonces, call, body):
     assert call_.channel == "bank-icbc"
     assert call_.payload == body
     assert call_.nonce == headers["X-Bank-Nonce"]
-    assert nonces.calls == [("bank-icbc", headers["X-Bank-Nonce"], 600)]
+    assert nonces.calls == [("bank-icbc", headers["X-Bank-Nonce"], NONCE_TTL_SECONDS)]
 
 
 def test_without_serial_every_key_is_tried(channel, sm2_keys, nonces):

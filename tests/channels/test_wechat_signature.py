@@ -12,6 +12,7 @@ from cryptography.x509.oid import NameOID
 from wechatpayv3.utils import build_authorization
 
 from app.channels import ChannelInfo, SignedCall, verify_call
+from app.channels.common import NONCE_TTL_SECONDS
 from app.channels.wechat import parse_authorization
 from app.errors import DomainError
 
@@ -58,7 +59,7 @@ def test_sdk_signed_request_passes(channel, rsa_keys, nonces, call, data):
     assert signed.channel == "wechat"
     assert signed.payload == data
     assert abs(signed.timestamp - time.time()) < 5
-    assert nonces.calls == [("wechat", signed.nonce, 600)]
+    assert nonces.calls == [("wechat", signed.nonce, NONCE_TTL_SECONDS)]
 
 
 def test_raw_body_with_chinese_text_is_verified_as_sent(channel, rsa_keys, nonces):
@@ -163,6 +164,37 @@ def test_reused_nonce_is_a_replay(channel, rsa_keys, nonces):
     verify(channel, headers, body, nonces)
     with pytest.raises(DomainError) as exc:
         verify(channel, headers, body, nonces)
+    assert code_of(exc) == "channel_request_replayed"
+
+
+class ExpiringNonces:
+    """Nonces that expire as Redis keys do: `ttl` seconds after they were set, to the millisecond,
+    while the verifier reads its clock in whole seconds."""
+
+    def __init__(self):
+        self.clock = 0.0
+        self.expires: dict[tuple[str, str], float] = {}
+
+    def use_nonce(self, scope: str, nonce: str, ttl_seconds: int) -> bool:
+        if self.clock < self.expires.get((scope, nonce), float("-inf")):
+            return False
+        self.expires[(scope, nonce)] = self.clock + ttl_seconds
+        return True
+
+
+@pytest.mark.parametrize("node_clock_gap", [0, 5])
+def test_nonce_outlives_the_timestamp_window(channel, rsa_keys, node_clock_gap):
+    """A request stamped 300 s ahead of the service's clock (the partner's clock is fast) is
+    acceptable from its first second until 300 s after its stamp: a replay at any moment of that
+    window is refused, also when the node it reaches runs a few seconds behind the first one."""
+    headers, body, _ = sdk_request(rsa_keys[0][0])
+    stamped = int(parse_authorization(headers["Authorization"])["timestamp"])
+    nonces = ExpiringNonces()
+    nonces.clock = stamped - 300 + 0.2  # the first second in which the stamp is acceptable
+    verify(channel, headers, body, nonces, now=int(nonces.clock))
+    nonces.clock = stamped + 300 + node_clock_gap + 0.5  # this node's clock reads stamped + 300
+    with pytest.raises(DomainError) as exc:
+        verify(channel, headers, body, nonces, now=int(nonces.clock) - node_clock_gap)
     assert code_of(exc) == "channel_request_replayed"
 
 
