@@ -122,10 +122,23 @@ def _find(session: Session, rt, voucher: Voucher, link_id: str) -> FamilyLink:
     raise DomainError("family_link_not_found", "No such family link for this voucher")
 
 
+def _find_held(session: Session, rt, voucher: Voucher, link_id: str) -> FamilyLink:
+    """As _find, for a step that changes the link: changes of one link are serialised and the
+    link is read again under that hold, so an accept or an end that found it live cannot
+    overwrite an end committed meanwhile. The hold is on the link's own row, which a scan of a
+    guardian's code share-locks before the guardian's voucher (app/services/scans.py): holding
+    the guardian's row first could deadlock with such a scan."""
+    link = _find(session, rt, voucher, link_id)
+    rowlock.hold(session, FamilyLink, link.id)
+    session.refresh(link)
+    _expire(link, utc(rt.clock.now()))
+    return link
+
+
 def accept(session: Session, rt, member_voucher: Voucher, link_id: str) -> dict:
     """The member (over 16) accepts from their own voucher after a channel face check."""
     from .activation import take_reverification
-    link = _find(session, rt, member_voucher, link_id)
+    link = _find_held(session, rt, member_voucher, link_id)
     if link.member_person_id != member_voucher.person_id or link.status != "pending":
         session.commit()  # keep a lazily expired status
         raise DomainError("family_link_not_found", "No pending invitation with this id for you")
@@ -142,7 +155,7 @@ def accept(session: Session, rt, member_voucher: Voucher, link_id: str) -> dict:
 
 def end(session: Session, rt, voucher: Voucher, link_id: str) -> dict:
     """Either side ends the link at once; tokens the guardian issued for the member are revoked."""
-    link = _find(session, rt, voucher, link_id)
+    link = _find_held(session, rt, voucher, link_id)
     if link.status not in LIVE:
         raise DomainError("family_link_not_found", "The link has already ended")
     now = utc(rt.clock.now())

@@ -372,3 +372,32 @@ def test_a_suspended_guardian_cannot_link_and_the_document_says_so(world):
     responses = world.client.get("/openapi.json").get_json()["paths"]["/v1/me/family"]["post"]["responses"]
     listed = responses["403"]["description"].removeprefix("codes: ").split(", ")
     assert {"voucher_suspended", "voucher_cancelled"} <= set(listed)
+
+
+def _listed(world, path, method, status):
+    responses = world.client.get("/openapi.json").get_json()["paths"][path][method]["responses"]
+    return responses.get(status, {"description": ""})["description"].removeprefix("codes: ").split(", ")
+
+
+def test_every_call_a_pin_guards_is_rate_limited_and_the_document_says_so(make_world):
+    """The PIN's per-minute limit refuses each call that takes the PIN, not only PUT /v1/me/pin."""
+    world = make_world(pin_rate_per_minute=1)
+    h = world.holder("张丽", pin="258013")
+    calls = [("put", "/v1/me/pin-free-limit", "/v1/me/pin-free-limit", {"amount_fen": 1, "pin": "000111"}),
+             ("put", "/v1/me/phone", "/v1/me/phone", {"phone": "13912345678", "pin": "000111"}),
+             ("delete", "/v1/me/channels/wechat", "/v1/me/channels/{channel_id}", {"pin": "000111"}),
+             ("put", "/v1/me/pin", "/v1/me/pin", {"old_pin": "000111", "new_pin": "470136"})]
+    for method, url, path, body in calls:
+        world.rt.clock.advance(60)  # a fresh minute: the first try is counted, the second refused
+        first = getattr(world.client, method)(url, json=body, headers=h["headers"])
+        assert problem_code(first) == "pin_invalid", url
+        resp = getattr(world.client, method)(url, json=body, headers=h["headers"])
+        assert (resp.status_code, problem_code(resp)) == (429, "rate_limited"), url
+        assert "rate_limited" in _listed(world, path, method, "429"), path
+
+
+def test_unbinding_a_voucher_without_a_pin_needs_one_and_the_document_says_so(world):
+    h = world.holder("张丽", pin=None)
+    resp = world.client.delete("/v1/me/channels/wechat", json={"pin": "470136"}, headers=h["headers"])
+    assert (resp.status_code, problem_code(resp)) == (403, "pin_required")
+    assert "pin_required" in _listed(world, "/v1/me/channels/{channel_id}", "delete", "403")

@@ -341,3 +341,61 @@ def test_a_guardians_code_issued_while_the_link_ends_stays_dead_when_the_link_is
     assert "family link" in refused.get_json()["detail"]
     fresh = world.scan("H110000001", world.qr(g, voucher_id=member_vid))
     assert fresh.status_code == 200 and fresh.get_json()["presented_by"]["relation"] == "parent"
+
+
+def _pending_invitation_accepting(world):
+    """王建国 invites the adult 李秀英, who has passed the channel's face check to accept."""
+    g, m = world.holder("王建国"), world.holder("李秀英")
+    link = world.client.post("/v1/me/family", headers=g["headers"], json={
+        "id_number": world.person("李秀英")["id_number"], "name": "李秀英", "relation": "child"}).get_json()
+    assert link["status"] == "pending"
+    world.channel("wechat").reverify(m["channel_user_id"], "family_accept", link_id=link["link_id"])
+    return g, m, link
+
+
+def _with_a_call_after_finding_the_link(world, monkeypatch, holder, call):
+    """`holder`'s link request finds the link, then `call` runs to its end in another thread,
+    then the request goes on: as when that call commits in between."""
+    original, done = family_service._find, []
+
+    def find_then_call(session, rt, voucher, link_id):
+        link = original(session, rt, voucher, link_id)
+        if not done and voucher.voucher_id == holder["voucher_id"]:
+            t = threading.Thread(target=lambda: done.append(call(world.app.test_client())))
+            t.start()
+            t.join()
+        return link
+    monkeypatch.setattr(family_service, "_find", find_then_call)
+    return done
+
+
+def test_an_invitation_withdrawn_while_the_member_accepts_stays_ended(world, monkeypatch):
+    """The guardian withdraws the invitation after the member's accept found it pending: the
+    accept must not bring the ended link back to life."""
+    g, m, link = _pending_invitation_accepting(world)
+    ended = _with_a_call_after_finding_the_link(
+        world, monkeypatch, m, lambda c: c.delete(f"/v1/me/family/{link['link_id']}", headers=g["headers"]))
+    accepted = world.client.post(f"/v1/me/family/{link['link_id']}/accept", json={}, headers=m["headers"])
+    assert ended[0].status_code == 200, ended[0].get_json()
+    assert accepted.status_code == 404 and problem_code(accepted) == "family_link_not_found"
+    items = world.client.get("/v1/me/family", headers=g["headers"]).get_json()["items"]
+    assert [i["status"] for i in items if i["link_id"] == link["link_id"]] == ["ended"]
+    shown = world.client.post("/v1/me/qr-tokens", json={"voucher_id": m["voucher_id"]}, headers=g["headers"])
+    assert shown.status_code == 403 and problem_code(shown) == "forbidden"
+
+
+def test_a_link_ended_by_both_sides_at_once_ends_once(world, monkeypatch):
+    """The member ends the link after the guardian's end found it live: one end, one record each."""
+    g, m, link = _pending_invitation_accepting(world)
+    assert world.client.post(f"/v1/me/family/{link['link_id']}/accept", json={},
+                             headers=m["headers"]).status_code == 200
+    by_member = _with_a_call_after_finding_the_link(
+        world, monkeypatch, g, lambda c: c.delete(f"/v1/me/family/{link['link_id']}", headers=m["headers"]))
+    by_guardian = world.client.delete(f"/v1/me/family/{link['link_id']}", headers=g["headers"])
+    assert by_member[0].status_code == 200, by_member[0].get_json()
+    assert by_guardian.status_code == 404 and problem_code(by_guardian) == "family_link_not_found"
+    for h in (g, m):
+        kinds = [r["kind"] for r in world.client.get("/v1/me/records", headers=h["headers"]).get_json()["items"]]
+        assert kinds.count("family_end") == 1, kinds
+    items = world.client.get("/v1/me/family", headers=g["headers"]).get_json()["items"]
+    assert [i["status"] for i in items if i["link_id"] == link["link_id"]] == ["ended"]
