@@ -1,4 +1,4 @@
-"""The migrations build exactly the schema the models describe, and 0002, 0003 and 0004 go both ways."""
+"""The migrations build exactly the schema the models describe, and 0002 to 0005 go both ways."""
 from __future__ import annotations
 
 from alembic.autogenerate import compare_metadata
@@ -87,3 +87,35 @@ def test_revocations_by_subject_goes_both_ways(tmp_path):
     assert revocation_indexes() == set()
     migrate.upgrade(url)
     assert revocation_indexes() == {"ix_revocations_subject"}
+
+
+def test_unkeyed_request_digests_are_erased(tmp_path):
+    """0005 overwrites the plain SHA-256 digests of activation bodies (they hold the PIN) with a
+    marker no digest equals, keeps the answers, and goes down to 0004 and up again."""
+    import hashlib
+    url = f"sqlite:///{tmp_path / 'd.db'}"
+    migrate.upgrade(url, "0004")
+    plain = hashlib.sha256(b'{"id_number": "110101199003070011", "pin": "258013"}').hexdigest()
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO channels (id, app_id, status, created_at) "
+                          "VALUES ('wechat', 'wx1', 'active', :t)"), {"t": dt.datetime(2026, 11, 1)})
+        conn.execute(text("INSERT INTO channel_requests (channel_id, request_id, fingerprint, response, created_at) "
+                          "VALUES ('wechat', 'r1', :f, '{\"voucher_id\": \"V1\"}', :t)"),
+                     {"f": plain, "t": dt.datetime(2026, 11, 1)})
+    engine.dispose()
+
+    def rows():
+        engine = make_engine(url)
+        with engine.connect() as conn:
+            out = conn.execute(text("SELECT fingerprint, response FROM channel_requests")).all()
+        engine.dispose()
+        return out
+
+    for _ in range(2):
+        migrate.upgrade(url)
+        [(fingerprint, response)] = rows()
+        assert fingerprint != plain and not all(c in "0123456789abcdef" for c in fingerprint)
+        assert "V1" in response
+        migrate.downgrade(url, "0004")
+        assert rows()[0][0] == fingerprint
