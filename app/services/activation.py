@@ -15,6 +15,7 @@ from crypto.tokens import new_voucher_id
 
 from .. import metrics
 from ..errors import DomainError
+from ..store import rowlock
 from ..store.models import ChannelBinding, ChannelRequest, Reverification, Voucher
 from ..store.prepared import Prepared
 from . import keys, pins, records, registry, vouchers
@@ -196,13 +197,19 @@ def reverify(session: Session, rt, channel_id: str, p: dict) -> dict:
             "expires_in": REVERIFICATION_SECONDS}
 
 
+ANY_SUBJECT = object()
+
+
 def take_reverification(session: Session, rt, voucher: Voucher, purpose: str,
-                        subject: str | None = None) -> Reverification | None:
-    """Use up a fresh, unused re-verification of this purpose, if there is one."""
+                        subject=ANY_SUBJECT) -> Reverification | None:
+    """Use up a fresh, unused re-verification of this purpose, if there is one: one naming
+    `subject` if given (None: one naming nothing), else any."""
     now = utc(rt.clock.now())
     q = select(Reverification).where(Reverification.voucher_id == voucher.id,
                                      Reverification.purpose == purpose, Reverification.used_at.is_(None))
-    if subject is not None:
+    if subject is None:
+        q = q.where(Reverification.subject.is_(None))
+    elif subject is not ANY_SUBJECT:
         q = q.where(Reverification.subject == subject)
     for rv in session.scalars(q.order_by(Reverification.id.desc())):
         if aware(rv.expires_at) < now:
@@ -229,8 +236,15 @@ def unbind(session: Session, rt, voucher: Voucher, channel_id: str, *, by: str,
                                      ChannelBinding.status == "active")
     if channel_user_id is not None:
         q = q.where(ChannelBinding.channel_user_id == channel_user_id)
-    bindings = session.scalars(q).all()
+    bindings = []
+    for binding in session.scalars(q).all():
+        # Held and read again: an unbinding committed since the read above has ended it.
+        rowlock.hold(session, ChannelBinding, binding.id)
+        session.refresh(binding)
+        if binding.status == "active":
+            bindings.append(binding)
     if not bindings:
+        session.rollback()
         raise DomainError("channel_not_bound", "The voucher is not bound in this channel")
     for binding in bindings:
         binding.status, binding.unbound_at = "unbound", utc(rt.clock.now())

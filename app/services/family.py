@@ -142,8 +142,9 @@ def accept(session: Session, rt, member_voucher: Voucher, link_id: str) -> dict:
     if link.member_person_id != member_voucher.person_id or link.status != "pending":
         session.commit()  # keep a lazily expired status
         raise DomainError("family_link_not_found", "No pending invitation with this id for you")
+    # A face check that names an invitation confirms that one only; one that names none, any.
     if take_reverification(session, rt, member_voucher, "family_accept", link_id) is None and \
-            take_reverification(session, rt, member_voucher, "family_accept") is None:
+            take_reverification(session, rt, member_voucher, "family_accept", None) is None:
         raise DomainError("reverification_required", "Confirm with a face check in your channel app first")
     link.status, link.accepted_at, link.expires_at = "active", utc(rt.clock.now()), None
     guardian = session.get(Voucher, link.guardian_voucher_id)

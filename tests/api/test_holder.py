@@ -70,6 +70,23 @@ def test_adult_member_must_accept_after_face_check(world):
     assert world.scan("H320682001", token).get_json()["presented_by"]["relation"] == "child"
 
 
+def test_a_face_check_that_names_one_invitation_accepts_no_other(world):
+    """The member confirmed one invitation (the channel named its link): a second guardian's
+    invitation needs its own confirmation; one that names no link serves any."""
+    a, b = world.holder("王建国"), world.holder("张丽")
+    first = _link(world, a, "李秀英", "child").get_json()
+    second = _link(world, b, "李秀英", "child").get_json()
+    m = world.holder("李秀英")
+    world.channel("wechat").reverify(m["channel_user_id"], "family_accept", link_id=first["link_id"])
+    resp = world.client.post(f"/v1/me/family/{second['link_id']}/accept", json={}, headers=m["headers"])
+    assert resp.status_code == 403 and problem_code(resp) == "reverification_required"
+    resp = world.client.post(f"/v1/me/family/{first['link_id']}/accept", json={}, headers=m["headers"])
+    assert resp.status_code == 200 and resp.get_json()["status"] == "active"
+    world.channel("wechat").reverify(m["channel_user_id"], "family_accept")
+    resp = world.client.post(f"/v1/me/family/{second['link_id']}/accept", json={}, headers=m["headers"])
+    assert resp.status_code == 200 and resp.get_json()["status"] == "active"
+
+
 def test_pending_invitation_expires_after_seven_days(world):
     g = world.holder("王建国")
     link = _link(world, g, "李秀英", "child").get_json()

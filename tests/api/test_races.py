@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from app.services import family as family_service
 from app.services import regions as regions_service
-from app.store.models import Reverification, Voucher
+from app.store.models import Reverification, UsageRecord, Voucher
 from mock_channels.client import ChannelError
 from tests.helpers import problem_code
 
@@ -399,3 +399,20 @@ def test_a_link_ended_by_both_sides_at_once_ends_once(world, monkeypatch):
         assert kinds.count("family_end") == 1, kinds
     items = world.client.get("/v1/me/family", headers=g["headers"]).get_json()["items"]
     assert [i["status"] for i in items if i["link_id"] == link["link_id"]] == ["ended"]
+
+
+def test_a_channel_user_unbound_twice_at_once_is_unbound_once(world, monkeypatch):
+    """Two unbindings of one channel user that both found the binding live: one unbinds, the
+    other answers channel_not_bound, and the voucher's record shows one unbind."""
+    from app.services import activation
+    h = world.holder("张丽")
+    _slowed(monkeypatch, activation, "binding_for")
+    answers = _parallel([lambda: world.channel("wechat").unbind(h["channel_user_id"]) for _ in range(2)])
+    done = [a for a in answers if isinstance(a, dict)]
+    refused = [a for a in answers if isinstance(a, ChannelError)]
+    assert len(done) == 1 and done[0]["status"] == "unbound", answers
+    assert len(refused) == 1 and refused[0].problem["code"] == "channel_not_bound", answers
+    with world.rt.engine.connect() as conn:
+        kinds = conn.execute(select(UsageRecord.kind).join(Voucher)
+                             .where(Voucher.voucher_id == h["voucher_id"])).scalars().all()
+    assert kinds.count("unbind") == 1, kinds
