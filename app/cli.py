@@ -263,6 +263,30 @@ def institutions_status(code, status) -> None:
         click.echo(json.dumps({"code": code, "status": status}))
 
 
+@main.group(help="Vouchers (医保电子凭证).")
+def vouchers() -> None:
+    pass
+
+
+@vouchers.command("cancel", help="Cancel a voucher for good (注销): its codes stop at once and it is never "
+                                 "reinstated; the person may activate again and gets a new voucher id.")
+@click.option("--voucher-id", required=True)
+def vouchers_cancel(voucher_id) -> None:
+    from .errors import DomainError
+    from .extensions import runtime
+    from .services import loss
+    from .services import vouchers as svc
+    app = _app()
+    with app.app_context():
+        rt = runtime()
+        session = rt.session()
+        try:
+            voucher = svc.by_public_id(session, voucher_id)
+        except DomainError:
+            raise click.ClickException(f"no voucher {voucher_id}") from None
+        click.echo(json.dumps(loss.cancel(session, rt, voucher, by="operator")))
+
+
 @main.group(help="Channel partners (WeChat, Alipay, banks).")
 def channels() -> None:
     pass

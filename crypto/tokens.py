@@ -20,7 +20,7 @@ QR_TYP = "evoucher+jwt"
 ACCESS_TYP = "at+jwt"  # RFC 9068
 ACCESS_SKEW = 5  # seconds an access token's iat may be ahead of this node's clock
 _ALG_FROM_JOSE = {jose: alg for alg, jose in JOSE_ALG.items()}
-_VOUCHER = re.compile(r"[A-Z2-7]{16}")
+VOUCHER_ID = re.compile(r"[A-Z2-7]{16}")  # what new_voucher_id makes
 _TOKEN_ID = re.compile(r"[0-9a-f]{16}")
 _REGION = re.compile(r"[0-9]{6}")
 
@@ -111,12 +111,12 @@ def _verify_jwt(text: str, keyring: Keyring, now: int, issuer: str) -> TokenClai
     actor = act.get("sub") if isinstance(act, dict) else None
     ok = (
         c.get("iss") == issuer
-        and isinstance(c.get("sub"), str) and _VOUCHER.fullmatch(c["sub"])
+        and isinstance(c.get("sub"), str) and VOUCHER_ID.fullmatch(c["sub"])
         and isinstance(c.get("rgn"), str) and _REGION.fullmatch(c["rgn"])
         and type(c.get("iat")) is int and type(c.get("exp")) is int
         and 0 < c["exp"] - c["iat"] < 2**16
         and isinstance(c.get("jti"), str) and _TOKEN_ID.fullmatch(c["jti"])
-        and (act is None or (isinstance(actor, str) and _VOUCHER.fullmatch(actor)))
+        and (act is None or (isinstance(actor, str) and VOUCHER_ID.fullmatch(actor)))
     )
     if not ok:
         raise TokenError("token_malformed")

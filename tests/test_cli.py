@@ -91,6 +91,34 @@ def test_enrolments_import_reports_lines(env, tmp_path):
     assert json.loads(result.stdout.strip().splitlines()[-1])["applied"] == 1
 
 
+def test_vouchers_cancel_cancels_once_and_for_good(env, tmp_path):
+    """The operator's cancellation (注销): the voucher is cancelled, listed in the revocation feed
+    and recorded once; running it again changes nothing (tests/api/test_state_changes.py has
+    what a cancelled voucher then refuses)."""
+    from app.cli import _app
+    from app.extensions import runtime
+    from app.services import vouchers
+    run("db", "upgrade")
+    f = tmp_path / "e.csv"
+    f.write_text("person_no,id_type,id_number,name,phone,region_code,insurance_type,status,since\n"
+                 f"P1,01,{make_id_number('110105', '1980-01-02', 7, 1)},张三,13800001111,110000,employee,active,"
+                 "2020-01-01\n", encoding="utf-8")
+    assert run("enrolments", "import", str(f)).exit_code == 0
+    with _app().app_context():
+        session = runtime().session()
+        voucher_id = vouchers.create(session, session.scalars(select(Person)).one()).voucher_id
+        session.commit()
+    for _ in range(2):
+        out = run("vouchers", "cancel", "--voucher-id", voucher_id)
+        assert out.exit_code == 0 and json.loads(out.output) == {"voucher_id": voucher_id, "status": "cancelled"}
+    engine = create_engine(f"sqlite:///{env / 'evoucher.db'}")
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT status FROM vouchers")).scalar() == "cancelled"
+        assert conn.execute(text("SELECT kind, subject, reason FROM revocations")).all() == [
+            ("voucher", voucher_id, "cancelled")]
+        assert conn.execute(text("SELECT count(*) FROM usage_records WHERE kind = 'cancellation'")).scalar() == 1
+
+
 def test_keys_rotate_keeps_old_key_published_until_its_tokens_expire(env):
     run("db", "upgrade")
     from app import create_app

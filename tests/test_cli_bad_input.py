@@ -373,6 +373,12 @@ def test_set_status_of_a_code_no_institution_can_have_is_no_institution(env, cod
     assert rows(env, "SELECT code, status FROM institutions") == [("H1", "active")]
 
 
+@pytest.mark.parametrize("voucher_id", ["NOSUCHVOUCHER234", "abc", "\udcff" * 16, "A\x00" * 8, ""])
+def test_cancel_of_a_voucher_id_no_voucher_has_is_no_voucher(env, voucher_id):
+    fails(run("vouchers", "cancel", "--voucher-id", voucher_id), 1, "no voucher")
+    assert rows(env, "SELECT count(*) FROM revocations") == [(0,)]
+
+
 @pytest.fixture
 def wechat_key(tmp_path):
     from mock_channels.keys import ensure_keys

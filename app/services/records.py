@@ -12,7 +12,7 @@ from .vouchers import stored_time
 KINDS = ("activation", "bind", "unbind", "session", "reverification", "scan", "region_switch",
          "family_link", "family_accept", "family_end", "loss_report", "reinstate", "pin_set",
          "pin_change", "pin_reset", "pin_locked", "pin_free_limit", "phone_change", "filing_create",
-         "filing_cancel", "qr_issued_for_member")
+         "filing_cancel", "qr_issued_for_member", "cancellation")
 
 
 COLUMNS = ("voucher_id", "kind", "actor", "channel_id", "institution_code", "detail", "created_at")

@@ -7,7 +7,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from crypto import idcard
-from crypto.tokens import new_voucher_id
+from crypto.tokens import VOUCHER_ID, new_voucher_id
 from crypto.masking import mask_id_number, mask_name, mask_phone
 
 from ..errors import DomainError
@@ -74,7 +74,10 @@ def create(session: Session, person: Person) -> Voucher:
 
 
 def by_public_id(session: Session, voucher_id: str) -> Voucher:
-    voucher = session.scalars(select(Voucher).where(Voucher.voucher_id == voucher_id)).first()
+    # An id no voucher can have is not looked up (some text the database driver cannot even
+    # encode, from an operator's command line).
+    voucher = session.scalars(select(Voucher).where(Voucher.voucher_id == voucher_id)).first() \
+        if VOUCHER_ID.fullmatch(voucher_id) else None
     if voucher is None:
         raise DomainError("voucher_not_found", "No such voucher")
     return voucher

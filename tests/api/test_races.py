@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
 from sqlalchemy import select
 
 from app.services import family as family_service
@@ -416,3 +417,35 @@ def test_a_channel_user_unbound_twice_at_once_is_unbound_once(world, monkeypatch
         kinds = conn.execute(select(UsageRecord.kind).join(Voucher)
                              .where(Voucher.voucher_id == h["voucher_id"])).scalars().all()
     assert kinds.count("unbind") == 1, kinds
+
+
+def test_a_loss_report_that_found_the_voucher_active_leaves_a_cancellation_standing(world, monkeypatch):
+    """A cancellation (terminal) commits after the loss report read the voucher: the report must
+    not turn it back into a suspension, which a reinstatement could then make active again."""
+    from app.services import activation, loss, vouchers
+    h = world.holder("张丽")
+    original, cancelled = activation.holder_from_claims, []
+
+    def read_then_cancel(session, claims):
+        voucher = original(session, claims)
+        if not cancelled:
+            def cancel():
+                with world.app.app_context():
+                    s = world.rt.session()
+                    cancelled.append(loss.cancel(s, world.rt, vouchers.by_public_id(s, h["voucher_id"]),
+                                                 by="operator"))
+            t = threading.Thread(target=cancel)
+            t.start()
+            t.join()
+        return voucher
+    monkeypatch.setattr(activation, "holder_from_claims", read_then_cancel)
+    report = world.client.post("/v1/me/loss-report", json={}, headers=h["headers"])
+    monkeypatch.setattr(activation, "holder_from_claims", original)
+    assert cancelled[0]["status"] == "cancelled"
+    assert report.status_code == 403 and problem_code(report) == "voucher_cancelled"
+    with world.rt.engine.connect() as conn:
+        assert conn.execute(select(Voucher.status).where(Voucher.voucher_id == h["voucher_id"])).scalar() \
+            == "cancelled"
+    with pytest.raises(ChannelError) as refused:
+        world.channel("wechat").reverify(h["channel_user_id"], "reinstate")
+    assert refused.value.code == "voucher_cancelled"

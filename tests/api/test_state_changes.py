@@ -280,3 +280,46 @@ def test_a_lost_guardian_phone_shows_its_own_records_but_not_the_familys(world):
     world.rt.clock.advance(5)
     world.reinstate(g)
     assert world.client.get(path, headers=g["headers"]).status_code == 200
+
+
+def _cancel(world, voucher_id: str) -> dict:
+    """What `evoucher vouchers cancel` does (tests/test_cli.py runs the command itself)."""
+    from app.services import loss, vouchers
+    with world.app.app_context():
+        session = world.rt.session()
+        return loss.cancel(session, world.rt, vouchers.by_public_id(session, voucher_id), by="operator")
+
+
+def test_a_cancelled_voucher_stays_cancelled_and_the_person_starts_again_with_a_new_one(world):
+    """Cancellation (注销) is terminal: the voucher's codes and the codes it showed for a member
+    stop at once, caching scanners learn it from the feed, no reinstatement brings it back, and
+    activating again gives the person a new voucher."""
+    from mock_channels.client import ChannelError
+    g = world.holder("王建国")
+    member_vid = world.client.post("/v1/me/family", headers=g["headers"], json={
+        "id_number": world.person("王小明")["id_number"], "name": "王小明", "relation": "parent",
+        "document_ref": "出生证 1"}).get_json()["member"]["voucher_id"]
+    own, shown = world.qr(g), world.qr(g, voucher_id=member_vid)
+    feed = world.client.get("/v1/revocations", headers=world.inst_headers("H110000001")).get_json()
+    assert _cancel(world, g["voucher_id"]) == {"voucher_id": g["voucher_id"], "status": "cancelled"}
+    assert problem_code(world.scan("H110000001", own)) == "voucher_cancelled"
+    assert problem_code(world.scan("H110000001", shown)) == "token_revoked"
+    items = world.client.get(f"/v1/revocations?since={feed['next']}",
+                             headers=world.inst_headers("H110000001")).get_json()["items"]
+    assert [(i["kind"], i["id"], i["reason"]) for i in items] == [("voucher", g["voucher_id"], "cancelled")]
+    refused = world.client.post("/v1/me/qr-tokens", json={}, headers=g["headers"])
+    assert refused.status_code == 403 and problem_code(refused) == "voucher_cancelled"
+    assert world.client.get("/v1/me", headers=g["headers"]).get_json()["status"] == "cancelled"
+    kinds = [r["kind"] for r in world.client.get("/v1/me/records", headers=g["headers"]).get_json()["items"]]
+    assert kinds[:2] == ["scan", "cancellation"]  # newest first: the refused scan came after it
+    try:
+        world.channel("wechat").reverify(g["channel_user_id"], "reinstate")
+        raise AssertionError("a cancelled voucher was reinstated")
+    except ChannelError as exc:
+        assert exc.code == "voucher_cancelled"
+    assert _cancel(world, g["voucher_id"])["status"] == "cancelled"  # again: nothing changes
+    kinds = [r["kind"] for r in world.client.get("/v1/me/records", headers=g["headers"]).get_json()["items"]]
+    assert kinds.count("cancellation") == 1
+    again = world.holder("王建国")
+    assert again["voucher_id"] != g["voucher_id"]
+    assert world.scan("H110000001", world.qr(again)).status_code == 200

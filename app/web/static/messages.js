@@ -109,7 +109,7 @@
     loss_report: "挂失", reinstate: "恢复使用", pin_set: "设置支付密码", pin_change: "修改支付密码",
     pin_reset: "重置支付密码", pin_locked: "支付密码锁定", pin_free_limit: "设置免密额度",
     phone_change: "更换手机号", filing_create: "异地就医备案", filing_cancel: "取消异地就医备案",
-    qr_issued_for_member: "亲属代为出示二维码",
+    qr_issued_for_member: "亲属代为出示二维码", cancellation: "注销电子凭证",
   };
 
   // `key` is one of `table`'s own entries (not an inherited name such as "constructor").
