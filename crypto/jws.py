@@ -81,7 +81,9 @@ def sign(key: SigningKey, claims: dict, typ: str) -> str:
 
 def header(text: str) -> dict:
     """Unverified protected header; JwsError("malformed") if it cannot be parsed."""
-    if not isinstance(text, str) or len(text) > MAX_TOKEN_CHARS or text.count(".") != 2:
+    # A compact JWS is ASCII (base64url and dots); anything else, a lone surrogate included
+    # (PyJWT's UTF-8 encoding of it raises UnicodeEncodeError), is refused here.
+    if not isinstance(text, str) or len(text) > MAX_TOKEN_CHARS or not text.isascii() or text.count(".") != 2:
         raise JwsError("malformed")
     try:
         head = _jws.get_unverified_header(text)

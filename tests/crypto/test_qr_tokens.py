@@ -203,6 +203,20 @@ def test_jwt_tampering(keys, ring):
         assert _code(bad, ring) == "token_malformed"
 
 
+def test_jwt_with_a_character_outside_ascii_is_malformed_not_an_exception(keys, ring):
+    """A JWS compact token is ASCII. A lone surrogate (which no UTF-8 encoder takes) or any other
+    non-ASCII character anywhere in JWT-shaped text is token_malformed, never a UnicodeError; an
+    access token likewise is refused as unauthorized."""
+    text = _issue(keys["Ed25519"], "jwt")
+    head, body, sig = text.split(".")
+    for odd in ("\ud800", "\udfff", "\u4e2d", "\u00e9"):
+        for bad in (f"{head}{odd}.{body}.{sig}", f"{head}.{body}{odd}.{sig}", f"{head}.{body}.{sig}{odd}"):
+            assert _code(bad, ring) == "token_malformed"
+            with pytest.raises(TokenError) as exc:
+                tokens.verify_access(bad, ring, audience="institution", now=NOW)
+            assert exc.value.code == "unauthorized"
+
+
 def test_jwt_wrong_typ_issuer_or_claims_are_malformed(keys, ring):
     key = keys["Ed25519"]
     sign = key.sign

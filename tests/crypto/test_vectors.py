@@ -152,3 +152,33 @@ def test_vectors_verify_with_the_service_and_file_is_current():
     assert strip(fresh) == strip(VECTORS) and fresh["jwks"] == VECTORS["jwks"]
     assert [v["token"] for v in fresh["vectors"] if v["alg"] == "Ed25519"] == \
         [v["token"] for v in VECTORS["vectors"] if v["alg"] == "Ed25519"]
+
+
+def _page_parser():
+    """parse_ev1 exactly as docs/token-format.md prints it."""
+    import re
+
+    page = (DOC / "token-format.md").read_text(encoding="utf-8")
+    code = re.search(r"### Verifying \(Python, from this page alone\)\n\n```python\n(.*?)```", page, re.S).group(1)
+    scope: dict = {}
+    exec(code, scope)
+    return scope["parse_ev1"]
+
+
+def test_the_pages_parser_reads_every_vector_and_refuses_bad_bytes_with_value_error():
+    """A vendor copies parse_ev1 and maps its ValueError to token_malformed: every malformed
+    input must come out as ValueError, short ones included, and every vector must parse."""
+    parse = _page_parser()
+    for vector in EV1:
+        signed, sig, kid, alg = parse(vector["token"])
+        assert (signed.hex(), sig.hex(), kid, ALG_CODES[alg]) == \
+            (vector["signed_hex"], vector["signature_hex"], vector["fields"]["kid"], vector["alg"])
+    real = base45.b45decode(EV1[0]["token"][4:])
+    bad = [b"", b"\x11", real[:32], real[:33], real[:-1], real + b"\x00", b"\x21" + real[1:],
+           b"\x14" + real[1:], real[:1] + b"\x02" + real[2:], real[:10] + b"\x00\x00" + real[12:]]
+    for raw in bad:
+        with pytest.raises(ValueError):
+            parse("EV1:" + base45.b45encode(raw).decode())
+    for text in ("EV1:" + EV1[0]["token"][4:].lower(), "ev1:" + EV1[0]["token"][4:], "EV1:A"):
+        with pytest.raises(ValueError):
+            parse(text)
