@@ -1,6 +1,10 @@
 """Gunicorn settings for production; every value can be overridden from the environment."""
+import json
+import logging
 import os
 import tempfile
+
+from gunicorn.glogging import Logger
 
 bind = os.environ.get("EVOUCHER_BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
@@ -19,6 +23,31 @@ errorlog = "-"
 control_socket_disable = True
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()
 
+
+class _JsonLines(logging.Formatter):
+    """gunicorn's own lines in the app's form, one compact JSON object each. The master's (start,
+    workers booted and exited, timeouts) carry no request data; in a worker, where a request
+    gunicorn refuses is quoted, post_worker_init hands the lines to the app's scrubbing formatter."""
+
+    def format(self, record):
+        entry = {"ts": round(record.created, 3), "level": record.levelname.lower(), "logger": record.name,
+                 "msg": record.getMessage()}
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False, separators=(",", ":"), default=str)
+
+
+class JsonLogger(Logger):
+    """gunicorn's logger with its error log (its only one here) written as JSON lines."""
+
+    def setup(self, cfg):
+        super().setup(cfg)
+        for handler in self.error_log.handlers:
+            handler.setFormatter(_JsonLines())
+
+
+logger_class = JsonLogger
+
 # Metrics from every worker are merged through a shared directory.
 if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="evoucher-metrics-")
@@ -36,8 +65,11 @@ def post_worker_init(worker):
     import gc
 
     from app.extensions import runtime
+    from app.logs import JsonFormatter
     from app.services import keys
 
+    for handler in worker.log.error_log.handlers:  # what gunicorn says in a worker, scrubbed
+        handler.setFormatter(JsonFormatter())
     app = worker.wsgi  # the Flask app once loaded
     try:
         with app.app_context():
