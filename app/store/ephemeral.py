@@ -54,7 +54,10 @@ _HIT = Prepared(text(
     .columns(count=Integer))
 _PURGE_ENTRIES = text("DELETE FROM ephemeral_entries WHERE expires_at < :now")
 _PURGE_COUNTERS = text("DELETE FROM rate_counters WHERE expires_at < :now")
-_MEMBERS = text("SELECT key FROM ephemeral_entries WHERE scope = 'set' AND key >= :lo AND key < :hi "
+# The set's keys by their first characters, compared as equal: a range (key >= 'g|' AND key <
+# 'g}') holds only in byte order, and a PostgreSQL database made with a language's locale sorts
+# text by that language ('g|a' above 'g}'), so it found no member there.
+_MEMBERS = text("SELECT key FROM ephemeral_entries WHERE scope = 'set' AND substr(key, 1, :n) = :prefix "
                 "AND expires_at >= :now")
 
 
@@ -107,14 +110,14 @@ class SqlStore:
         self._add("set", f"{group}|{member}", ttl)
 
     def members(self, group: str) -> list[str]:
-        # "|" sorts just below "}", so [group|, group}) is exactly the keys that start with "group|".
-        lo, hi = f"{group}|", f"{group}}}"
+        prefix = f"{group}|"
         try:
             with self.engine.connect() as conn:
-                rows = conn.execute(_MEMBERS, {"lo": lo, "hi": hi, "now": int(self.clock())}).scalars().all()
+                rows = conn.execute(_MEMBERS, {"n": len(prefix), "prefix": prefix,
+                                               "now": int(self.clock())}).scalars().all()
         except SQLAlchemyError as exc:
             raise StoreUnavailable(str(exc.__class__.__name__)) from exc
-        return [k[len(lo):] for k in rows]
+        return [k[len(prefix):] for k in rows]
 
     def ping(self) -> None:
         try:
