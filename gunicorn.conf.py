@@ -57,6 +57,48 @@ def child_exit(server, worker):
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid)
+    try:
+        fold_metrics(os.environ["PROMETHEUS_MULTIPROC_DIR"], worker.pid)
+    except Exception as exc:  # metrics never stop the master; the worker's files stay, and count
+        server.log.warning("could not fold the metrics of worker %s: %s", worker.pid, exc.__class__.__name__)
+
+
+FOLD_LOCK = "fold.lock"  # app/metrics.py reads the folder under a shared lock on this file
+
+
+def fold_metrics(directory, pid):
+    """Add an exited worker's counters and histograms to one archive file per type, then delete
+    its files. Each worker writes files of its own, and every /metrics reads all of them: with a
+    worker replaced every max_requests requests, the folder would otherwise grow by two files a
+    restart, and a scrape with it (7 s after 4,000 restarts, a day under load)."""
+    import fcntl
+
+    from prometheus_client.mmap_dict import MmapedDict, mmap_key
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    with open(os.path.join(directory, FOLD_LOCK), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # no scrape sees the counts twice or not at all
+        for typ in ("counter", "histogram"):
+            dead = os.path.join(directory, f"{typ}_{pid}.db")
+            if not os.path.exists(dead):
+                continue
+            archive = os.path.join(directory, f"{typ}_archive.db")
+            sources = [f for f in (archive, dead) if os.path.exists(f)]
+            merged = MultiProcessCollector.merge(sources, accumulate=False)  # values as the files hold them
+            partial = os.path.join(directory, f"{typ}_archive.partial")  # not *.db: never read
+            if os.path.exists(partial):
+                os.remove(partial)
+            out = MmapedDict(partial)
+            try:
+                for metric in merged:
+                    for sample in metric.samples:
+                        key = mmap_key(metric.name, sample.name, list(sample.labels), list(sample.labels.values()),
+                                       metric.documentation)
+                        out.write_value(key, sample.value, 0.0)
+            finally:
+                out.close()
+            os.replace(partial, archive)
+            os.remove(dead)
 
 
 def post_worker_init(worker):

@@ -75,3 +75,48 @@ def test_gunicorns_own_lines_are_json_and_scrubbed(tmp_path):
     assert any(m.startswith("Invalid request from ip=") for m in messages)
     assert all(e["level"] in ("debug", "info", "warning", "error", "critical") for e in entries)
     assert "13812345678" not in err.decode()
+
+
+def test_restarted_workers_leave_no_metrics_files_behind_and_lose_no_counts(tmp_path):
+    """Each worker writes its metrics to files of its own in PROMETHEUS_MULTIPROC_DIR, and every
+    /metrics reads them all. A worker is replaced every max_requests requests (20,000, about every
+    20 s per worker under load): the exited workers' counts are folded into one file per metric
+    type, so the folder (and the cost of a scrape) stays the same size, and no count is lost."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    metrics_dir = tmp_path / "metrics"
+    metrics_dir.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "EVOUCHER_MASTER_KEY")}
+    env.update(HOME=str(tmp_path), EVOUCHER_INSTANCE=str(tmp_path / "instance"), LOG_LEVEL="WARNING",
+               PROMETHEUS_MULTIPROC_DIR=str(metrics_dir))
+    proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", os.path.join(ROOT, "gunicorn.conf.py"),
+                             "--workers", "1", "--max-requests", "3", "--max-requests-jitter", "0",
+                             "--bind", f"127.0.0.1:{port}", "app:create_app()"],
+                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    base = f"http://127.0.0.1:{port}"
+    served = 0
+    try:
+        deadline = time.monotonic() + 120
+        while served < 15:  # five workers' worth: each serves three, then is replaced
+            try:
+                if requests.get(base + "/healthz", timeout=5).status_code == 200:
+                    served += 1
+            except requests.RequestException:
+                assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read1(4000)
+                time.sleep(0.1)
+        while True:  # the fifth worker has exited once a sixth answers
+            try:
+                text = requests.get(base + "/metrics", timeout=5).text
+                break
+            except requests.RequestException:
+                assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read1(4000)
+                time.sleep(0.1)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert 'evoucher_http_requests_total{endpoint="/healthz",method="GET",status="200"} 15.0' in text
+    assert 'evoucher_http_request_duration_seconds_count{endpoint="/healthz"} 15.0' in text
+    assert 'evoucher_http_request_duration_seconds_bucket{endpoint="/healthz",le="+Inf"} 15.0' in text
+    files = sorted(p.name for p in metrics_dir.glob("*.db"))
+    assert len(files) <= 4, files  # one archive per type, and the last worker's own (if it had any)
