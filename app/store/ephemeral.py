@@ -132,6 +132,17 @@ local count = redis.call('INCR', KEYS[1])
 redis.call('EXPIRE', KEYS[1], ARGV[1])
 return count
 """
+# Add a member that expires at ARGV[2], drop the expired (scores up to ARGV[3]), and let the key
+# live at least ARGV[1] seconds more: never less than it has, which an earlier, longer-lived
+# member may need (EXPIRE ... GT would say this from Redis 7 on).
+_REMEMBER_LUA = """
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[4])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[3])
+if redis.call('TTL', KEYS[1]) < tonumber(ARGV[1]) then
+  redis.call('EXPIRE', KEYS[1], ARGV[1])
+end
+return 1
+"""
 
 
 class RedisStore:
@@ -149,6 +160,7 @@ class RedisStore:
         # without its expiry, and it costs one command where MULTI/INCR/EXPIRE/EXEC cost four
         # (client CPU 25 µs against 43, docs/benchmarks.md).
         self._hit_script = self.client.register_script(_HIT_LUA)
+        self._remember_script = self.client.register_script(_REMEMBER_LUA)
         self.prefix = prefix
         self.clock = clock
 
@@ -209,11 +221,7 @@ class RedisStore:
     def remember(self, group: str, member: str, ttl: int) -> None:
         key = f"{self.prefix}:set:{{{group}}}"
         now = self.clock()
-        pipe = self.client.pipeline(transaction=True)
-        pipe.zadd(key, {member: now + ttl})
-        pipe.zremrangebyscore(key, "-inf", now)
-        pipe.expire(key, ttl + 1)
-        self._call(pipe.execute)
+        self._call(self._remember_script, keys=[key], args=[ttl + 1, repr(float(now + ttl)), repr(float(now)), member])
 
     def members(self, group: str) -> list[str]:
         key = f"{self.prefix}:set:{{{group}}}"

@@ -119,6 +119,19 @@ def redis_store():
     return RedisStore(REDIS_URL, prefix=f"evt{uuid.uuid4().hex[:8]}")
 
 
+def test_a_shorter_lived_member_does_not_cut_a_redis_sets_life_short(redis_store):
+    """A set's members expire one by one; the key itself must live as long as its longest-lived
+    member, also when a member with a shorter life comes later (TOKEN_LIFETIME lowered on one
+    node of a deployment, or between a restart): the earlier code is still being shown."""
+    group = "family_link:" + uuid.uuid4().hex[:8]
+    redis_store.remember(group, "long", 306)
+    redis_store.remember(group, "short", 21)
+    assert redis_store.client.ttl(f"{redis_store.prefix}:set:{{{group}}}") > 300
+    assert sorted(redis_store.members(group)) == ["long", "short"]
+    redis_store.remember(group, "later", 400)  # and a longer-lived one still extends it
+    assert redis_store.client.ttl(f"{redis_store.prefix}:set:{{{group}}}") > 395
+
+
 def test_redis_counter_always_carries_its_expiry(redis_store):
     """The count and its expiry are set by one Lua script, atomically: no counter outlives its
     window (a counter without one would refuse that key for ever)."""
