@@ -78,6 +78,11 @@ def _instance_path(config: Config | None) -> str | None:
     return os.path.abspath(path) if path else os.path.join(os.getcwd(), "instance")
 
 
+# The methods a metric names; any other is counted as OTHER. gunicorn admits any method of 3-20
+# capitals and digits, and each one named would be a new time series in every worker's file.
+_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"))
+
+
 def _request_hooks(app: Flask) -> None:
     @app.before_request
     def _start():
@@ -102,5 +107,6 @@ def _request_hooks(app: Flask) -> None:
         if started is not None:
             metrics.LATENCY.labels(endpoint).observe(time.perf_counter() - started)
             logs.access_log(resp.status_code, started, endpoint, request.method)
-        metrics.REQUESTS.labels(request.method, endpoint, str(resp.status_code)).inc()
+        method = request.method if request.method in _METHODS else "OTHER"
+        metrics.REQUESTS.labels(method, endpoint, str(resp.status_code)).inc()
         return resp

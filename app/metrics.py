@@ -1,6 +1,7 @@
 """Prometheus metrics (multi-process aware under gunicorn)."""
 from __future__ import annotations
 
+import fcntl
 import os
 
 from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram,
@@ -18,9 +19,14 @@ STORE_ERRORS = Counter("evoucher_store_errors_total", "Ephemeral store failures"
 
 def render() -> tuple[bytes, str]:
     """The exposition text for this process, or for all workers in multi-process mode."""
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if directory:
         registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
-        return generate_latest(registry), CONTENT_TYPE_LATEST
+        multiprocess.MultiProcessCollector(registry, directory)
+        # gunicorn's master folds an exited worker's files into an archive under an exclusive
+        # lock on this file (gunicorn.conf.py, fold_metrics): read between two folds.
+        with open(os.path.join(directory, "fold.lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_SH)
+            return generate_latest(registry), CONTENT_TYPE_LATEST
     from prometheus_client import REGISTRY
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST

@@ -54,7 +54,10 @@ _HIT = Prepared(text(
     .columns(count=Integer))
 _PURGE_ENTRIES = text("DELETE FROM ephemeral_entries WHERE expires_at < :now")
 _PURGE_COUNTERS = text("DELETE FROM rate_counters WHERE expires_at < :now")
-_MEMBERS = text("SELECT key FROM ephemeral_entries WHERE scope = 'set' AND key >= :lo AND key < :hi "
+# The set's keys by their first characters, compared as equal: a range (key >= 'g|' AND key <
+# 'g}') holds only in byte order, and a PostgreSQL database made with a language's locale sorts
+# text by that language ('g|a' above 'g}'), so it found no member there.
+_MEMBERS = text("SELECT key FROM ephemeral_entries WHERE scope = 'set' AND substr(key, 1, :n) = :prefix "
                 "AND expires_at >= :now")
 
 
@@ -107,14 +110,14 @@ class SqlStore:
         self._add("set", f"{group}|{member}", ttl)
 
     def members(self, group: str) -> list[str]:
-        # "|" sorts just below "}", so [group|, group}) is exactly the keys that start with "group|".
-        lo, hi = f"{group}|", f"{group}}}"
+        prefix = f"{group}|"
         try:
             with self.engine.connect() as conn:
-                rows = conn.execute(_MEMBERS, {"lo": lo, "hi": hi, "now": int(self.clock())}).scalars().all()
+                rows = conn.execute(_MEMBERS, {"n": len(prefix), "prefix": prefix,
+                                               "now": int(self.clock())}).scalars().all()
         except SQLAlchemyError as exc:
             raise StoreUnavailable(str(exc.__class__.__name__)) from exc
-        return [k[len(lo):] for k in rows]
+        return [k[len(prefix):] for k in rows]
 
     def ping(self) -> None:
         try:
@@ -128,6 +131,17 @@ _HIT_LUA = """
 local count = redis.call('INCR', KEYS[1])
 redis.call('EXPIRE', KEYS[1], ARGV[1])
 return count
+"""
+# Add a member that expires at ARGV[2], drop the expired (scores up to ARGV[3]), and let the key
+# live at least ARGV[1] seconds more: never less than it has, which an earlier, longer-lived
+# member may need (EXPIRE ... GT would say this from Redis 7 on).
+_REMEMBER_LUA = """
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[4])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[3])
+if redis.call('TTL', KEYS[1]) < tonumber(ARGV[1]) then
+  redis.call('EXPIRE', KEYS[1], ARGV[1])
+end
+return 1
 """
 
 
@@ -146,6 +160,7 @@ class RedisStore:
         # without its expiry, and it costs one command where MULTI/INCR/EXPIRE/EXEC cost four
         # (client CPU 25 µs against 43, docs/benchmarks.md).
         self._hit_script = self.client.register_script(_HIT_LUA)
+        self._remember_script = self.client.register_script(_REMEMBER_LUA)
         self.prefix = prefix
         self.clock = clock
 
@@ -206,11 +221,7 @@ class RedisStore:
     def remember(self, group: str, member: str, ttl: int) -> None:
         key = f"{self.prefix}:set:{{{group}}}"
         now = self.clock()
-        pipe = self.client.pipeline(transaction=True)
-        pipe.zadd(key, {member: now + ttl})
-        pipe.zremrangebyscore(key, "-inf", now)
-        pipe.expire(key, ttl + 1)
-        self._call(pipe.execute)
+        self._call(self._remember_script, keys=[key], args=[ttl + 1, repr(float(now + ttl)), repr(float(now)), member])
 
     def members(self, group: str) -> list[str]:
         key = f"{self.prefix}:set:{{{group}}}"

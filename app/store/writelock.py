@@ -43,6 +43,21 @@ WAL_RESTART_PAGES = 4_000  # 16 MiB of 4 KiB pages: finish a checkpoint under th
 WAL_BACKSTOP_PAGES = 10_000  # SQLite's own automatic checkpoint, for writers that skip this lock
 
 
+class _Descriptor:
+    """Owns a file descriptor: closes it when dropped."""
+
+    __slots__ = ("fd",)
+
+    def __init__(self, fd: int):
+        self.fd = fd
+
+    def __del__(self, _close=os.close):
+        try:
+            _close(self.fd)
+        except OSError:
+            pass
+
+
 class WriterLock:
     """An exclusive flock on a file, one open file per process and thread (so it excludes both).
 
@@ -59,7 +74,10 @@ class WriterLock:
         fd, pid = getattr(self._local, "fd", None), getattr(self._local, "pid", None)
         if fd is None or pid != os.getpid():  # never reuse a descriptor inherited through fork
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            self._local.fd, self._local.pid = fd, os.getpid()
+            # The owner closes the descriptor when this thread's locals go, with the thread: a
+            # server that starts a thread per client (`flask run`) would otherwise keep one open
+            # per client it ever had. After a fork it closes the child's copy of the parent's.
+            self._local.fd, self._local.pid, self._local.owner = fd, os.getpid(), _Descriptor(fd)
         return fd
 
     @contextlib.contextmanager

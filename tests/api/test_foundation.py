@@ -147,6 +147,17 @@ def test_metrics_exposition(client):
     assert "evoucher_scans_total" in text or "evoucher_tokens_issued_total" in text or "# HELP" in text
 
 
+def test_metrics_method_label_is_bounded(client):
+    """gunicorn admits any method of 3-20 capitals and digits; each must not become a new series."""
+    for i in range(5):
+        assert client.open("/healthz", method=f"XBOGUS{i}").status_code == 405
+    assert client.open("/v1/scans", method="XBOGUSPOST").status_code == 405
+    text = client.get("/metrics").get_data(as_text=True)
+    assert "XBOGUS" not in text
+    assert 'evoucher_http_requests_total{endpoint="unmatched",method="OTHER",status="405"}' in text
+    assert 'method="GET"' in text
+
+
 def test_openapi_lists_every_route(app, client):
     """The document and app.url_map agree both ways, path and method. The page assets
     (/static/web/…) are files for /m/ and /scanner/, not API operations."""

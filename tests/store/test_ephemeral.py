@@ -73,6 +73,36 @@ def test_remembered_members_expire(store):
     assert store.members(group) == []
 
 
+def test_remembered_members_are_found_under_a_language_collation(pg_schema_url):
+    """A PostgreSQL database created with a language's locale (en_US.UTF-8, zh_CN.UTF-8, or the
+    ICU ones) orders text by that language's rules, not byte by byte: there "g|a" does not sort
+    below "g}". The set's members must be found whatever the key column's collation."""
+    from sqlalchemy import text
+
+    from app.store.models import EphemeralEntry
+    schema = "evtest_coll_" + uuid.uuid4().hex[:8]
+    base = pg_schema_url.split("?")[0]
+    admin = make_engine(base)
+    with admin.begin() as conn:
+        conn.execute(text(f"CREATE SCHEMA {schema}"))
+    engine = make_engine(f"{base}?options=-csearch_path%3D{schema}")
+    try:
+        EphemeralEntry.__table__.create(engine)
+        with engine.begin() as conn:
+            conn.execute(text('ALTER TABLE ephemeral_entries ALTER COLUMN key TYPE varchar(160) COLLATE "und-x-icu"'))
+        store = SqlStore(engine)
+        store.remember("family_link:K1", "a13812345678bcde", 60)
+        store.remember("family_link:K1", "0123456789abcdef", 60)
+        store.remember("family_link:K10", "ffffffffffffffff", 60)  # another group, same start
+        assert sorted(store.members("family_link:K1")) == ["0123456789abcdef", "a13812345678bcde"]
+        assert store.members("family_link:K10") == ["ffffffffffffffff"]
+    finally:
+        engine.dispose()
+        with admin.begin() as conn:
+            conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+        admin.dispose()
+
+
 def test_unreachable_redis_raises_store_unavailable():
     dead = RedisStore("redis://127.0.0.1:1/0")
     with pytest.raises(StoreUnavailable):
@@ -87,6 +117,19 @@ def redis_store():
     if reason:
         need_service("Redis", reason)
     return RedisStore(REDIS_URL, prefix=f"evt{uuid.uuid4().hex[:8]}")
+
+
+def test_a_shorter_lived_member_does_not_cut_a_redis_sets_life_short(redis_store):
+    """A set's members expire one by one; the key itself must live as long as its longest-lived
+    member, also when a member with a shorter life comes later (TOKEN_LIFETIME lowered on one
+    node of a deployment, or between a restart): the earlier code is still being shown."""
+    group = "family_link:" + uuid.uuid4().hex[:8]
+    redis_store.remember(group, "long", 306)
+    redis_store.remember(group, "short", 21)
+    assert redis_store.client.ttl(f"{redis_store.prefix}:set:{{{group}}}") > 300
+    assert sorted(redis_store.members(group)) == ["long", "short"]
+    redis_store.remember(group, "later", 400)  # and a longer-lived one still extends it
+    assert redis_store.client.ttl(f"{redis_store.prefix}:set:{{{group}}}") > 395
 
 
 def test_redis_counter_always_carries_its_expiry(redis_store):

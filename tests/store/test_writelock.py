@@ -59,6 +59,28 @@ def test_threads_exclude_each_other_and_one_thread_may_nest(tmp_path):
     assert not overlaps and not inside
 
 
+def test_a_thread_that_ended_leaves_no_open_descriptor(tmp_path):
+    """A server that starts a thread per client (werkzeug's, `flask run`) must not keep one lock
+    file descriptor per client it ever had: the process would run out of descriptors."""
+    lock = WriterLock(str(tmp_path / "e-writer.lock"))
+
+    def use():
+        with lock():
+            pass
+
+    def open_descriptors() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    before = open_descriptors()
+    for _ in range(50):
+        t = threading.Thread(target=use)
+        t.start()
+        t.join(10)
+    assert open_descriptors() - before < 5
+    with lock():  # this thread's own descriptor still works
+        pass
+
+
 def test_only_an_sqlite_file_gets_a_lock(tmp_path):
     file_engine = create_engine(f"sqlite:///{tmp_path / 'x.db'}")
     assert not isinstance(writes(file_engine), contextlib.nullcontext)
