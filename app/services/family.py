@@ -219,15 +219,15 @@ def presenter(session: Session, rt, member: Voucher, guardian_voucher_id: str, i
     if guardian is None or not _guardian_admits(guardian, iat):
         raise DomainError("token_revoked", _GUARDIAN_GONE)
     link = active_link(session, guardian, member)
-    if link is None or token_id not in _noted(rt, link):
+    if link is None or not _noted(rt, link, token_id):
         raise DomainError("token_revoked", _LINK_ENDED)
     shown_by = {"relation": link.relation, "name_masked": mask_name(person_of(session, guardian).name)}
     return shown_by, (guardian.id, link.id)
 
 
-def _noted(rt, link: FamilyLink) -> list[str]:
+def _noted(rt, link: FamilyLink, token_id: str) -> bool:
     try:
-        return rt.store.members(issued_group(link))
+        return rt.store.has_member(issued_group(link), token_id)
     except StoreUnavailable:
         metrics.STORE_ERRORS.labels("family_codes").inc()
         raise DomainError("service_unavailable", "Cannot confirm the family link of this code; try again",

@@ -38,6 +38,9 @@ class EphemeralStore(Protocol):
     def members(self, group: str) -> list[str]:
         """Unexpired members of a set."""
 
+    def has_member(self, group: str, member: str) -> bool:
+        """Whether `member` is an unexpired member of the set (one key looked up, not the set read)."""
+
     def ping(self) -> None:
         """Raise StoreUnavailable when the backing service cannot be reached."""
 
@@ -59,6 +62,7 @@ _PURGE_COUNTERS = text("DELETE FROM rate_counters WHERE expires_at < :now")
 # text by that language ('g|a' above 'g}'), so it found no member there.
 _MEMBERS = text("SELECT key FROM ephemeral_entries WHERE scope = 'set' AND substr(key, 1, :n) = :prefix "
                 "AND expires_at >= :now")
+_HAS_MEMBER = text("SELECT 1 FROM ephemeral_entries WHERE scope = 'set' AND key = :key AND expires_at >= :now")
 
 
 class SqlStore:
@@ -118,6 +122,16 @@ class SqlStore:
         except SQLAlchemyError as exc:
             raise StoreUnavailable(str(exc.__class__.__name__)) from exc
         return [k[len(prefix):] for k in rows]
+
+    def has_member(self, group: str, member: str) -> bool:
+        # By its whole key, the table's primary key: found through the index, where a scan reads
+        # the set's members by their first characters (`members`, for the rare full read).
+        try:
+            with self.engine.connect() as conn:
+                row = conn.execute(_HAS_MEMBER, {"key": f"{group}|{member}", "now": int(self.clock())}).first()
+        except SQLAlchemyError as exc:
+            raise StoreUnavailable(str(exc.__class__.__name__)) from exc
+        return row is not None
 
     def ping(self) -> None:
         try:
@@ -227,6 +241,10 @@ class RedisStore:
         key = f"{self.prefix}:set:{{{group}}}"
         raw = self._call(self.client.zrangebyscore, key, self.clock(), "+inf")
         return [m.decode() for m in raw]
+
+    def has_member(self, group: str, member: str) -> bool:
+        score = self._call(self.client.zscore, f"{self.prefix}:set:{{{group}}}", member)
+        return score is not None and score >= self.clock()
 
     def ping(self) -> None:
         self._call(self.client.ping)

@@ -73,6 +73,15 @@ def test_remembered_members_expire(store):
     assert store.members(group) == []
 
 
+def test_a_member_is_known_by_itself_until_it_expires(store):
+    group = "g" + uuid.uuid4().hex[:8]
+    store.remember(group, "a", 60)
+    assert store.has_member(group, "a") and not store.has_member(group, "b")
+    assert not store.has_member(group + "x", "a") and not store.has_member(group[:-1], "a")
+    store.clock = lambda: 10**10  # far future: expired
+    assert not store.has_member(group, "a")
+
+
 def test_remembered_members_are_found_under_a_language_collation(pg_schema_url):
     """A PostgreSQL database created with a language's locale (en_US.UTF-8, zh_CN.UTF-8, or the
     ICU ones) orders text by that language's rules, not byte by byte: there "g|a" does not sort
