@@ -5,6 +5,7 @@ when a setting, a command, an option or a metric is added, renamed or removed on
 """
 from __future__ import annotations
 
+import math
 import re
 import runpy
 from pathlib import Path
@@ -85,6 +86,31 @@ def test_documented_default_is_the_default(name, monkeypatch):
         assert _instance_path(given) == _instance_path(plain)
     else:
         assert given == plain
+
+
+def _settings_rows() -> dict[str, str]:
+    """Setting name -> the text of its row in the settings table."""
+    section = OPERATIONS.split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    return {name: line for line in section.splitlines() if line.startswith("| `")
+            for name in re.findall(r"`([A-Z][A-Z0-9_]+)`", line.split("|")[1])}
+
+
+INT_SETTINGS = re.findall(r'_int\(env, "([A-Z][A-Z0-9_]+)", (\d+), ([\d* ]+), ([\d* ]+)\)',
+                          (ROOT / "app" / "config.py").read_text(encoding="utf-8"))
+
+
+def _product(expression: str) -> int:
+    """An integer literal or a product of them, as config.py writes bounds (4 * 1024 * 1024)."""
+    return math.prod(int(factor) for factor in expression.split("*"))
+
+
+def test_every_bounded_setting_states_its_bounds():
+    """A value outside the bounds stops every command and the service: the table says them."""
+    assert len(INT_SETTINGS) >= 9
+    rows = _settings_rows()
+    for name, _default, lo, hi in INT_SETTINGS:
+        bounds = f"{_product(lo)}–{_product(hi)}"
+        assert bounds in rows[name].replace(",", ""), f"{name}: the settings table does not say {bounds}"
 
 
 def test_documented_gunicorn_defaults(monkeypatch, tmp_path):
