@@ -185,3 +185,17 @@ def test_metrics_named_in_the_docs_exist_and_all_are_listed():
             assert base in metrics, f"{doc} names {name}, which app/metrics.py does not define"
     for name in metrics:
         assert f"`{name}`" in OPERATIONS, f"{name} is not listed in docs/operations.md"
+
+
+# "503 `service_unavailable`", "`pin_locked`, 423", "`name_mismatch` (422", "`401 unauthorized`".
+STATUS_AND_CODE = re.compile(r"\b(?P<s1>[1-5]\d\d)\s+`(?P<c1>[a-z_]+)`|`(?P<c2>[a-z_]+)`,?\s+\(?(?P<s2>[1-5]\d\d)\b"
+                             r"|`(?P<s3>[1-5]\d\d) (?P<c3>[a-z_]+)`")
+
+
+@pytest.mark.parametrize("doc", sorted(DOCS))
+def test_an_http_status_the_docs_give_a_problem_code_is_its_status(doc):
+    from app.errors import CODES
+    for match in STATUS_AND_CODE.finditer(DOCS[doc]):
+        status, code = next((match[f"s{i}"], match[f"c{i}"]) for i in (1, 2, 3) if match[f"c{i}"])
+        assert code in CODES, f"{doc}: {match[0]!r} names no problem code"
+        assert str(CODES[code][0]) == status, f"{doc}: {match[0]!r}, but app/errors.py answers {code} with {CODES[code][0]}"
