@@ -392,6 +392,11 @@ def _check_serve_environment() -> None:
         error = _bind_error(bind)
         if error:
             _fail(f"EVOUCHER_BIND: {error}")
+    # Every worker writes its metrics files there (gunicorn.conf.py makes a folder only when it is
+    # unset): in a folder that is not there or not writable, every request would answer 500.
+    metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if metrics_dir and not (os.path.isdir(metrics_dir) and os.access(metrics_dir, os.W_OK | os.X_OK)):
+        _fail("PROMETHEUS_MULTIPROC_DIR must be an existing folder the service can write to")
 
 
 @main.command("serve", help="Serve with gunicorn and the project's gunicorn.conf.py.")

@@ -469,6 +469,17 @@ def test_serve_refuses_bad_settings_before_starting(env, no_exec, monkeypatch, n
     fails(run("serve"), 1, words)
 
 
+@pytest.mark.parametrize("kind", ["missing", "a file"])
+def test_serve_refuses_a_metrics_folder_it_cannot_write_to(env, no_exec, monkeypatch, tmp_path, kind):
+    """Every worker writes its metrics files there: in a folder that is not there, every request
+    would answer 500 internal_error once the workers had started."""
+    path = tmp_path / "metrics"
+    if kind == "a file":
+        path.write_text("")
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(path))
+    fails(run("serve"), 1, "PROMETHEUS_MULTIPROC_DIR must be an existing folder the service can write to")
+
+
 def test_serve_starts_with_redis_down_and_says_so(env, monkeypatch):
     """Redis down is an outage, not a misconfiguration of this service: the workers start, fail
     closed on what needs Redis and /readyz reports it; the operator is told at once."""

@@ -5,6 +5,7 @@ when a setting, a command, an option or a metric is added, renamed or removed on
 """
 from __future__ import annotations
 
+import math
 import re
 import runpy
 from pathlib import Path
@@ -87,6 +88,31 @@ def test_documented_default_is_the_default(name, monkeypatch):
         assert given == plain
 
 
+def _settings_rows() -> dict[str, str]:
+    """Setting name -> the text of its row in the settings table."""
+    section = OPERATIONS.split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    return {name: line for line in section.splitlines() if line.startswith("| `")
+            for name in re.findall(r"`([A-Z][A-Z0-9_]+)`", line.split("|")[1])}
+
+
+INT_SETTINGS = re.findall(r'_int\(env, "([A-Z][A-Z0-9_]+)", (\d+), ([\d* ]+), ([\d* ]+)\)',
+                          (ROOT / "app" / "config.py").read_text(encoding="utf-8"))
+
+
+def _product(expression: str) -> int:
+    """An integer literal or a product of them, as config.py writes bounds (4 * 1024 * 1024)."""
+    return math.prod(int(factor) for factor in expression.split("*"))
+
+
+def test_every_bounded_setting_states_its_bounds():
+    """A value outside the bounds stops every command and the service: the table says them."""
+    assert len(INT_SETTINGS) >= 9
+    rows = _settings_rows()
+    for name, _default, lo, hi in INT_SETTINGS:
+        bounds = f"{_product(lo)}–{_product(hi)}"
+        assert bounds in rows[name].replace(",", ""), f"{name}: the settings table does not say {bounds}"
+
+
 def test_documented_gunicorn_defaults(monkeypatch, tmp_path):
     table = _settings_table()
     for name in ("EVOUCHER_BIND", "WEB_CONCURRENCY", "EVOUCHER_THREADS", "LOG_LEVEL"):
@@ -159,3 +185,17 @@ def test_metrics_named_in_the_docs_exist_and_all_are_listed():
             assert base in metrics, f"{doc} names {name}, which app/metrics.py does not define"
     for name in metrics:
         assert f"`{name}`" in OPERATIONS, f"{name} is not listed in docs/operations.md"
+
+
+# "503 `service_unavailable`", "`pin_locked`, 423", "`name_mismatch` (422", "`401 unauthorized`".
+STATUS_AND_CODE = re.compile(r"\b(?P<s1>[1-5]\d\d)\s+`(?P<c1>[a-z_]+)`|`(?P<c2>[a-z_]+)`,?\s+\(?(?P<s2>[1-5]\d\d)\b"
+                             r"|`(?P<s3>[1-5]\d\d) (?P<c3>[a-z_]+)`")
+
+
+@pytest.mark.parametrize("doc", sorted(DOCS))
+def test_an_http_status_the_docs_give_a_problem_code_is_its_status(doc):
+    from app.errors import CODES
+    for match in STATUS_AND_CODE.finditer(DOCS[doc]):
+        status, code = next((match[f"s{i}"], match[f"c{i}"]) for i in (1, 2, 3) if match[f"c{i}"])
+        assert code in CODES, f"{doc}: {match[0]!r} names no problem code"
+        assert str(CODES[code][0]) == status, f"{doc}: {match[0]!r}, but app/errors.py answers {code} with {CODES[code][0]}"
