@@ -326,7 +326,10 @@ def keys_rotate(alg) -> None:
     with app.app_context():
         rt = runtime()
         session = rt.session()
-        row = svc.rotate(session, rt, alg)
+        try:
+            row = svc.rotate(session, rt, alg)
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from None
         session.commit()
         click.echo(json.dumps({"kid": row.kid, "alg": row.alg}))
 

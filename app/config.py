@@ -105,7 +105,14 @@ class Config:
 
     @property
     def signing_alg(self) -> str:
-        return "SM2" if self.crypto_profile == "gm" else "Ed25519"
+        """The algorithm of a key made without being asked for one."""
+        return self.signing_algs[0]
+
+    @property
+    def signing_algs(self) -> tuple[str, ...]:
+        """The algorithms the profile signs with: national cryptography (SM2) under gm, the
+        international ones otherwise (Ed25519, or ES256 chosen with `keys rotate --alg`)."""
+        return ("SM2",) if self.crypto_profile == "gm" else ("Ed25519", "ES256")
 
 
 def _check_urls(database_url: str, redis_url: str | None) -> None:

@@ -155,7 +155,41 @@ def test_keys_rotate_keeps_old_key_published_until_its_tokens_expire(env):
     assert {k["kid"] for k in client.get("/.well-known/jwks.json").get_json()["keys"]} == {rotated["kid"]}
 
 
-def test_keys_rotate_to_sm2_publishes_an_sm2_jwk(env):
+def _current_alg(env) -> tuple[str, str]:
+    engine = create_engine(f"sqlite:///{env / 'evoucher.db'}")
+    with engine.connect() as conn:
+        row = conn.execute(text("SELECT kid, alg FROM signing_keys WHERE status = 'current'")).one()
+    engine.dispose()
+    return tuple(row)
+
+
+def test_db_upgrade_keeps_a_key_the_profile_signs_with_and_replaces_one_it_does_not(env, monkeypatch):
+    run("db", "upgrade")
+    assert _current_alg(env)[1] == "Ed25519"
+    assert json.loads(run("keys", "rotate", "--alg", "ES256").output)["alg"] == "ES256"
+    chosen = _current_alg(env)
+    assert run("db", "upgrade").exit_code == 0 and _current_alg(env) == chosen  # the operator's choice stays
+    monkeypatch.setenv("CRYPTO_PROFILE", "gm")
+    assert run("db", "upgrade").exit_code == 0 and _current_alg(env)[1] == "SM2"
+    monkeypatch.delenv("CRYPTO_PROFILE")
+    assert run("db", "upgrade").exit_code == 0 and _current_alg(env)[1] == "Ed25519"
+
+
+def test_keys_rotate_refuses_an_algorithm_the_profile_does_not_sign_with(env, monkeypatch):
+    run("db", "upgrade")
+    before = _current_alg(env)
+    refused = CliRunner().invoke(main, ["keys", "rotate", "--alg", "SM2"])
+    assert refused.exit_code == 1 and "CRYPTO_PROFILE=default signs with Ed25519 or ES256, not SM2" in refused.stderr
+    monkeypatch.setenv("CRYPTO_PROFILE", "gm")
+    run("db", "upgrade")
+    gm = _current_alg(env)
+    refused = CliRunner().invoke(main, ["keys", "rotate", "--alg", "Ed25519"])
+    assert refused.exit_code == 1 and "signs with SM2, not Ed25519" in refused.stderr
+    assert _current_alg(env) == gm != before
+
+
+def test_keys_rotate_to_sm2_publishes_an_sm2_jwk(env, monkeypatch):
+    monkeypatch.setenv("CRYPTO_PROFILE", "gm")
     run("db", "upgrade")
     run("keys", "rotate", "--alg", "SM2")
     from app import create_app

@@ -48,14 +48,20 @@ def check_master_key(session: Session, rt) -> None:
 
 
 def ensure_signing_key(session: Session, rt) -> None:
-    """Create the first signing key for the configured profile when there is none."""
+    """Create the first signing key for the configured profile when there is none, or a new one
+    when the profile changed and no longer signs with the current key's algorithm (an ES256 key
+    an operator chose stays current under the default profile)."""
     current = session.scalars(select(SigningKeyRow).where(SigningKeyRow.status == "current")).first()
-    if current is None or current.alg != rt.config.signing_alg:
+    if current is None or current.alg not in rt.config.signing_algs:
         rotate(session, rt)
 
 
 def rotate(session: Session, rt, alg: str | None = None) -> SigningKeyRow:
-    """Make a new current key; the old one is retired but published until its tokens expire."""
+    """Make a new current key; the old one is retired but published until its tokens expire.
+    ValueError for an algorithm the profile does not sign with."""
+    if alg is not None and alg not in rt.config.signing_algs:
+        raise ValueError(f"CRYPTO_PROFILE={rt.config.crypto_profile} signs with "
+                         f"{' or '.join(rt.config.signing_algs)}, not {alg}")
     now = utc(rt.clock.now())
     for old in session.scalars(select(SigningKeyRow).where(SigningKeyRow.status == "current")):
         old.status = "retired"
