@@ -350,3 +350,34 @@ def test_at_twice_the_text_size_everything_fits_a_small_phone(live, phone, chine
     # be after the code has turned stale: wait for it before measuring it.
     expect(page.locator("#notice")).to_have_text("网络连接失败，请检查网络后重试")
     assert_fits(page, ["#qr-expired", "#countdown", "#notice"], "an expired code at twice the text size")
+
+
+def test_a_phone_waking_on_a_slow_network_does_not_show_the_expired_code_as_valid(live, own_phone):
+    """The phone wakes after its code expired, and the network (reconnecting) is slow to answer:
+    until a fresh code arrives, the old one is shown as expired, not as a code with seconds left."""
+    world = live.world
+    world.enrol("蒋琳", "1961-04-12", [("110000", "employee")])
+    holder = own_phone()
+    holder.open(world.holder("蒋琳")["access_token"])
+    holder.code()
+    page = holder.page
+    expect(page.locator("#countdown")).to_have_text("二维码 60 秒后失效，到期前自动刷新")
+
+    holder.hide()
+    live.clock.advance(world.rt.config.token_lifetime + world.rt.config.clock_skew + 1)
+    page.clock.fast_forward(90_000)
+    held = []
+    page.route("**/v1/me/qr-tokens", lambda route: held.append(route))  # answered when the test says
+    holder.show()
+    expect(page.locator("#qr-img")).to_have_class("qr-img qr-stale")
+    assert len(held) == 1  # the page asked for a fresh code at once, and it is not answered yet
+    expect(page.locator("#countdown")).to_have_text("二维码已失效")
+    expect(page.get_by_role("status")).to_have_text("二维码已失效，请点击刷新")
+
+    with page.expect_response(is_call("/v1/me/qr-tokens")) as answer:
+        held[0].continue_()  # the network is back
+    assert answer.value.status == 201
+    page.unroute("**/v1/me/qr-tokens")
+    holder.wait_for_code()
+    expect(page.locator("#countdown")).to_have_text("二维码 60 秒后失效，到期前自动刷新")
+    assert world.scan("H110000001", holder.code(), "emergency").status_code == 200

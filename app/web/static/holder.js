@@ -377,13 +377,16 @@
       clearQrTimers();  // no refreshes while nobody can see the code
       return;
     }
-    if (!qr.shown || Date.now() >= qr.refreshAt) {
-      issueQr();
-    } else {
-      tick();
+    if (qr.shown) {
+      // The phone may have slept past the code's expiry: say so at once, not only when a fresh
+      // code arrives (a waking phone's network can take seconds). A tick interval set by a code
+      // that arrived while hidden is replaced, not left running beside this one.
+      window.clearInterval(qr.tickTimer);
       qr.tickTimer = window.setInterval(tick, 1000);
-      scheduleRefresh(qr.refreshAt - Date.now());
+      tick();  // stops the interval again if the code has expired
     }
+    if (!qr.shown || Date.now() >= qr.refreshAt) issueQr();
+    else scheduleRefresh(qr.refreshAt - Date.now());
   }
 
   // --- loss report --------------------------------------------------------------------------
