@@ -381,3 +381,24 @@ def test_a_phone_waking_on_a_slow_network_does_not_show_the_expired_code_as_vali
     holder.wait_for_code()
     expect(page.locator("#countdown")).to_have_text("二维码 60 秒后失效，到期前自动刷新")
     assert world.scan("H110000001", holder.code(), "emergency").status_code == 200
+
+
+def test_a_network_that_comes_back_takes_its_failure_notice_away(live, phone):
+    """A refresh fails while the network is down; the page tries again by itself and, once the
+    network is back, shows a fresh code, and no longer the notice that the network failed."""
+    world = live.world
+    world.enrol("田雨", "1985-07-19", [("110000", "employee")])
+    holder = phone(clock=True)
+    holder.open(world.holder("田雨")["access_token"])
+    first = holder.code()
+    page = holder.page
+    holder.watch.allow(r"net::ERR_FAILED")  # the refresh while the network is down
+    page.route("**/v1/me/qr-tokens", lambda route: route.abort("failed"))
+    page.clock.fast_forward(50_000)
+    expect(page.locator("#notice")).to_have_text("网络连接失败，请检查网络后重试")
+
+    page.unroute("**/v1/me/qr-tokens")  # the network is back: the retry 5 s later gets a code
+    second, answer = holder.next_code(lambda: page.clock.fast_forward(5_000))
+    assert answer.status == 201 and second != first
+    expect(page.locator("#notice")).to_be_hidden()
+    expect(page.locator("#countdown")).to_have_text("二维码 60 秒后失效，到期前自动刷新")
