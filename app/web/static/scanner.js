@@ -26,6 +26,9 @@
   const camera = { stream: null, timer: null, detector: null, detectable: false, supported: false,
                    session: 0, sending: false, since: 0 };
   let busy = false;
+  // Codes that came (typed, pasted, read) while a verification was on its way: verified after
+  // it, in order, rather than dropped with the last patient's result still on the screen.
+  let waiting = [];
 
   class ApiError extends Error {
     constructor(code, text) {
@@ -136,6 +139,7 @@
   }
 
   function signOut() {
+    waiting = [];
     clearResult();
     clearNotice();
     showSignIn("");
@@ -281,9 +285,15 @@
   }
 
   async function verify(text) {
-    if (busy) return;
     const token = (text || "").trim();
     const box = $("token-text");
+    if (busy) {
+      if (token) {
+        waiting.push(token);
+        box.value = "";  // the next code is typed into an empty field
+      }
+      return;
+    }
     clearNotice();
     if (!token) {
       showNotice("请先扫码或粘贴凭证码");
@@ -308,6 +318,7 @@
     } catch (err) {
       if (err.code === "unauthorized") {
         box.value = token;  // not consumed: verify again after signing in
+        waiting = [];  // nor these, which the patients can show again
         clearResult();
         showSignIn(err.message);
         return;
@@ -317,6 +328,7 @@
       busy = false;
       $("verify-btn").disabled = false;
       if (!$("desk").hidden) box.focus();
+      if (waiting.length) verify(waiting.shift());
     }
   }
 
