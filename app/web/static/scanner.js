@@ -29,6 +29,8 @@
   // Codes that came (typed, pasted, read) while a verification was on its way: verified after
   // it, in order, rather than dropped with the last patient's result still on the screen.
   let waiting = [];
+  // The code whose acceptance the result card shows (null when it shows anything else).
+  let accepted = null;
 
   class ApiError extends Error {
     constructor(code, text) {
@@ -190,6 +192,7 @@
   }
 
   function clearResult() {
+    accepted = null;
     const card = $("result");
     card.replaceChildren();
     card.hidden = true;
@@ -268,6 +271,7 @@
   }
 
   function showRefused(err, purpose) {
+    accepted = null;
     const card = $("result");
     card.replaceChildren();
     card.appendChild(resultHead(false, purpose));
@@ -299,6 +303,14 @@
       showNotice("请先扫码或粘贴凭证码");
       return;
     }
+    if (token === accepted) {
+      // The same code read twice (a scanner in continuous mode, a double press): that patient
+      // is on the card, accepted once. Sent again it would only come back as used, and that
+      // refusal would replace the card and its ec_token.
+      box.value = "";
+      showNotice("该二维码已核验通过（见下方结果），不能再次使用；如需办理其他业务，请让参保人刷新后重新出示", "info");
+      return;
+    }
     const what = purpose();
     box.value = "";  // one-use codes: never leave one on the desk
     announce("");
@@ -315,6 +327,7 @@
         body: JSON.stringify({ token: token, purpose: what }),
       });
       showAccepted(out, what);
+      accepted = token;
     } catch (err) {
       if (err.code === "unauthorized") {
         box.value = token;  // not consumed: verify again after signing in
