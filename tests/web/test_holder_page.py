@@ -402,3 +402,43 @@ def test_a_network_that_comes_back_takes_its_failure_notice_away(live, phone):
     assert answer.status == 201 and second != first
     expect(page.locator("#notice")).to_be_hidden()
     expect(page.locator("#countdown")).to_have_text("二维码 60 秒后失效，到期前自动刷新")
+
+
+def test_a_family_link_ended_elsewhere_stops_the_members_code(live, phone):
+    """A guardian's phone shows a child's code when the link is ended elsewhere (on the other side,
+    or from another device): the codes issued under it stop verifying. At its next refresh the
+    page says the link has ended, drops the child from the switcher and shows the guardian's own
+    code, not a revoked one until it expires and then a refresh that is refused again and again."""
+    world = live.world
+    world.enrol("韩梅", "1975-01-01", [("110000", "employee")])
+    world.enrol("韩小雪", "2016-05-05", [("110000", "resident")])
+    guardian = world.holder("韩梅")
+    link_minor(world, guardian, world.person("韩小雪"), "child", "出生医学证明 O110054321")
+    link_id = world.client.get("/v1/me/family", headers=guardian["headers"]).get_json()["items"][0]["link_id"]
+
+    holder = phone(clock=True)
+    holder.open(guardian["access_token"])
+    own = holder.code()
+    page = holder.page
+    chips = page.locator("#people .chip")
+    member_code, _ = holder.next_code(lambda: chips.nth(1).click())
+    expect(page.locator("#who-name")).to_have_text("*小雪")
+
+    ended = world.client.delete(f"/v1/me/family/{link_id}", headers=guardian["headers"])
+    assert ended.status_code == 200, ended.get_json()
+    assert world.scan("H110000001", member_code).get_json()["code"] == "token_revoked"
+
+    with page.expect_response(lambda r: is_call("/v1/me/qr-tokens")(r) and r.status == 403) as refused:
+        page.clock.fast_forward(50_000)  # the refresh
+    assert problem_code(refused.value) == "forbidden"
+    expect(page.locator("#notice")).to_have_text("与*小雪的亲情账户已解除，不能再出示其二维码")
+    expect(page.locator("#people")).to_be_hidden()
+    expect(page.locator("#who-name")).to_have_text("*梅")
+    expect(page.locator("#who-tag")).to_have_text("本人")
+    holder.wait_for_code()
+    expect(page.locator("#countdown")).to_have_text("二维码 60 秒后失效，到期前自动刷新")
+    token = holder.code()
+    assert token not in (own, member_code)
+    assert world.scan("H110000001", token).status_code == 200
+    expect(page.locator("#records .record-kind").first).to_have_text("解除亲情账户")
+    assert_accessible(page, "a family link ended elsewhere")

@@ -354,12 +354,34 @@
         }
       }
       if (err.code === "unauthorized") return;
+      if (err.code === "forbidden" && state.member) {
+        // The link has ended (on the other side, or from another device), and with it every
+        // code shown under it: say so, and go back to the holder's own code.
+        linkEnded();
+        return;
+      }
       qr.failNotice = handleError(err);
       if (err.code === "network" || err.code === "rate_limited" || err.code === "service_unavailable") {
         scheduleRefresh((err.retryAfter || RETRY_SECONDS) * 1000);
       }
       tick();
     }
+  }
+
+  async function linkEnded() {
+    const name = state.member.member.name_masked;
+    state.member = null;
+    stopQr();
+    try {
+      state.me = await api("GET", "/v1/me");  // the links as they are now, for the switcher
+    } catch (err) {
+      handleError(err);
+      return;
+    }
+    render();
+    showNotice("与" + name + "的亲情账户已解除，不能再出示其二维码", "error");
+    issueQr();
+    loadRecords(true);
   }
 
   function tick() {
