@@ -350,3 +350,95 @@ def test_at_twice_the_text_size_everything_fits_a_small_phone(live, phone, chine
     # be after the code has turned stale: wait for it before measuring it.
     expect(page.locator("#notice")).to_have_text("网络连接失败，请检查网络后重试")
     assert_fits(page, ["#qr-expired", "#countdown", "#notice"], "an expired code at twice the text size")
+
+
+def test_a_phone_waking_on_a_slow_network_does_not_show_the_expired_code_as_valid(live, own_phone):
+    """The phone wakes after its code expired, and the network (reconnecting) is slow to answer:
+    until a fresh code arrives, the old one is shown as expired, not as a code with seconds left."""
+    world = live.world
+    world.enrol("蒋琳", "1961-04-12", [("110000", "employee")])
+    holder = own_phone()
+    holder.open(world.holder("蒋琳")["access_token"])
+    holder.code()
+    page = holder.page
+    expect(page.locator("#countdown")).to_have_text("二维码 60 秒后失效，到期前自动刷新")
+
+    holder.hide()
+    live.clock.advance(world.rt.config.token_lifetime + world.rt.config.clock_skew + 1)
+    page.clock.fast_forward(90_000)
+    held = []
+    page.route("**/v1/me/qr-tokens", lambda route: held.append(route))  # answered when the test says
+    holder.show()
+    expect(page.locator("#qr-img")).to_have_class("qr-img qr-stale")
+    assert len(held) == 1  # the page asked for a fresh code at once, and it is not answered yet
+    expect(page.locator("#countdown")).to_have_text("二维码已失效")
+    expect(page.get_by_role("status")).to_have_text("二维码已失效，请点击刷新")
+
+    with page.expect_response(is_call("/v1/me/qr-tokens")) as answer:
+        held[0].continue_()  # the network is back
+    assert answer.value.status == 201
+    page.unroute("**/v1/me/qr-tokens")
+    holder.wait_for_code()
+    expect(page.locator("#countdown")).to_have_text("二维码 60 秒后失效，到期前自动刷新")
+    assert world.scan("H110000001", holder.code(), "emergency").status_code == 200
+
+
+def test_a_network_that_comes_back_takes_its_failure_notice_away(live, phone):
+    """A refresh fails while the network is down; the page tries again by itself and, once the
+    network is back, shows a fresh code, and no longer the notice that the network failed."""
+    world = live.world
+    world.enrol("田雨", "1985-07-19", [("110000", "employee")])
+    holder = phone(clock=True)
+    holder.open(world.holder("田雨")["access_token"])
+    first = holder.code()
+    page = holder.page
+    holder.watch.allow(r"net::ERR_FAILED")  # the refresh while the network is down
+    page.route("**/v1/me/qr-tokens", lambda route: route.abort("failed"))
+    page.clock.fast_forward(50_000)
+    expect(page.locator("#notice")).to_have_text("网络连接失败，请检查网络后重试")
+
+    page.unroute("**/v1/me/qr-tokens")  # the network is back: the retry 5 s later gets a code
+    second, answer = holder.next_code(lambda: page.clock.fast_forward(5_000))
+    assert answer.status == 201 and second != first
+    expect(page.locator("#notice")).to_be_hidden()
+    expect(page.locator("#countdown")).to_have_text("二维码 60 秒后失效，到期前自动刷新")
+
+
+def test_a_family_link_ended_elsewhere_stops_the_members_code(live, phone):
+    """A guardian's phone shows a child's code when the link is ended elsewhere (on the other side,
+    or from another device): the codes issued under it stop verifying. At its next refresh the
+    page says the link has ended, drops the child from the switcher and shows the guardian's own
+    code, not a revoked one until it expires and then a refresh that is refused again and again."""
+    world = live.world
+    world.enrol("韩梅", "1975-01-01", [("110000", "employee")])
+    world.enrol("韩小雪", "2016-05-05", [("110000", "resident")])
+    guardian = world.holder("韩梅")
+    link_minor(world, guardian, world.person("韩小雪"), "child", "出生医学证明 O110054321")
+    link_id = world.client.get("/v1/me/family", headers=guardian["headers"]).get_json()["items"][0]["link_id"]
+
+    holder = phone(clock=True)
+    holder.open(guardian["access_token"])
+    own = holder.code()
+    page = holder.page
+    chips = page.locator("#people .chip")
+    member_code, _ = holder.next_code(lambda: chips.nth(1).click())
+    expect(page.locator("#who-name")).to_have_text("*小雪")
+
+    ended = world.client.delete(f"/v1/me/family/{link_id}", headers=guardian["headers"])
+    assert ended.status_code == 200, ended.get_json()
+    assert world.scan("H110000001", member_code).get_json()["code"] == "token_revoked"
+
+    with page.expect_response(lambda r: is_call("/v1/me/qr-tokens")(r) and r.status == 403) as refused:
+        page.clock.fast_forward(50_000)  # the refresh
+    assert problem_code(refused.value) == "forbidden"
+    expect(page.locator("#notice")).to_have_text("与*小雪的亲情账户已解除，不能再出示其二维码")
+    expect(page.locator("#people")).to_be_hidden()
+    expect(page.locator("#who-name")).to_have_text("*梅")
+    expect(page.locator("#who-tag")).to_have_text("本人")
+    holder.wait_for_code()
+    expect(page.locator("#countdown")).to_have_text("二维码 60 秒后失效，到期前自动刷新")
+    token = holder.code()
+    assert token not in (own, member_code)
+    assert world.scan("H110000001", token).status_code == 200
+    expect(page.locator("#records .record-kind").first).to_have_text("解除亲情账户")
+    assert_accessible(page, "a family link ended elsewhere")

@@ -500,3 +500,91 @@ def test_at_twice_the_text_size_the_desk_page_fits(live, desk, chinese_font, vie
                        "#result-title", "#result dt", "#result dd", ".ec-value", "#result .small"],
                 "the desk and a person card at twice the text size")
     assert_accessible(page, "the desk at twice the text size")
+
+
+def _hold_first_scan(page) -> list:
+    """Hold the page's first POST /v1/scans until the test continues it (a slow answer); let the
+    others through. The held requests' list."""
+    held = []
+
+    def route(r):
+        if held:
+            r.continue_()
+        else:
+            held.append(r)
+    page.route("**/v1/scans", route)
+    return held
+
+
+def test_a_code_scanned_while_the_last_is_being_verified_is_verified_next(live, desk):
+    """A keyboard-wedge scanner reads two patients' codes in quick succession: the second code,
+    typed while the first is still being verified, is verified after it, not dropped (which left
+    the first patient's 核验通过 on the screen for the second patient)."""
+    world = live.world
+    world.enrol("严华", "1970-03-03", [("110000", "employee")])
+    world.enrol("魏东", "1972-04-04", [("110000", "employee")])
+    first, second = world.qr(world.holder("严华")), world.qr(world.holder("魏东"))
+    scanner = desk().open_signed_in(world.inst("H110000001"))
+    page = scanner.page
+    box = page.locator("#token-text")
+    held = _hold_first_scan(page)
+
+    with page.expect_request(lambda r: r.method == "POST" and r.url.endswith("/v1/scans")):
+        box.press_sequentially(first)
+        box.press("Enter")
+    box.press_sequentially(second)
+    box.press("Enter")
+    expect(box).to_have_value("")  # taken from the field, for the next code to be typed alone
+    assert len(held) == 1
+
+    with page.expect_response(lambda r: is_call("/v1/scans")(r) and r.request.post_data_json["token"] == second) \
+            as answer:
+        held[0].continue_()
+    assert answer.value.status == 200
+    expect(page.get_by_role("status")).to_have_text("核验通过：*东，挂号")
+    expect(page.locator("#result")).to_contain_text("核验编号 " + answer.value.json()["scan_id"])
+    assert scanner.watch.calls.count("POST /v1/scans") == 2
+    expect(box).to_be_focused()
+    scanner.watch.assert_never_shown(second)
+
+
+def test_the_same_code_scanned_twice_keeps_its_accepted_card(live, desk):
+    """A scanner that reads the code on a phone twice (at once, or a moment later): the patient
+    was accepted once, and the card with the ec_token stays, with a word that the code is spent;
+    it is not sent again to be refused as used in place of the card."""
+    world = live.world
+    world.enrol("潘洁", "1980-08-08", [("110000", "employee")])
+    token = world.qr(world.holder("潘洁"))
+    scanner = desk().open_signed_in(world.inst("H110000001"))
+    page = scanner.page
+    box = page.locator("#token-text")
+    held = _hold_first_scan(page)
+
+    with page.expect_request(lambda r: r.method == "POST" and r.url.endswith("/v1/scans")):
+        box.press_sequentially(token)
+        box.press("Enter")
+    box.press_sequentially(token)  # read again while the first is on its way
+    box.press("Enter")
+    expect(box).to_have_value("")
+    with page.expect_response(is_call("/v1/scans")) as answer:
+        held[0].continue_()
+    assert answer.value.status == 200
+    scan = answer.value.json()
+    notice = page.locator("#notice")
+    repeated = "该二维码已核验通过（见下方结果），不能再次使用；如需办理其他业务，请让参保人刷新后重新出示"
+    expect(notice).to_have_text(repeated)
+    card = page.locator("#result")
+    expect(card.locator(".result-head")).to_have_text("核验通过挂号")
+    expect(card.locator(".ec-value")).to_have_text(scan["ec_token"])
+    expect(card).to_contain_text("核验编号 " + scan["scan_id"])
+    assert scanner.watch.calls.count("POST /v1/scans") == 1
+    assert_accessible(page, "a code scanned twice")
+
+    box.press_sequentially(token)  # and once more, a moment later
+    box.press("Enter")
+    expect(box).to_have_value("")
+    expect(notice).to_have_text(repeated)
+    expect(card).to_contain_text("核验编号 " + scan["scan_id"])
+    assert scanner.watch.calls.count("POST /v1/scans") == 1
+    expect(box).to_be_focused()
+    scanner.watch.assert_never_shown(token)

@@ -15,8 +15,9 @@
     recordsSeq: 0,
   };
   // subject: whose code is shown ("self" or a member's voucher id), to say a refresh from a switch.
+  // failNotice: the notice a failed request for a code showed, taken away when a code comes.
   const qr = { seq: 0, expiresAt: 0, refreshAt: 0, refreshTimer: null, tickTimer: null, shown: false,
-               subject: null };
+               subject: null, failNotice: null };
 
   class ApiError extends Error {
     constructor(code, text, retryAfter) {
@@ -95,17 +96,23 @@
   // --- notices ------------------------------------------------------------------------------
 
   let noticeTimer = null;
+  let noticeSeq = 0;  // counts the notices shown, so that one can be taken away only while it is up
 
+  // Returns the notice's number, for clearNotice(number).
   function showNotice(text, kind) {
     const el = $("notice");
     el.textContent = text;
     el.className = "notice notice-" + (kind || "error");
     el.hidden = false;
     window.clearTimeout(noticeTimer);
-    if (kind === "ok") noticeTimer = window.setTimeout(clearNotice, 4000);  // errors stay until acted on
+    // Errors stay until acted on. (clearNotice is called without the timer's arguments.)
+    if (kind === "ok") noticeTimer = window.setTimeout(function () { clearNotice(); }, 4000);
+    return ++noticeSeq;
   }
 
-  function clearNotice() {
+  // Hide the notice; with `only`, only if it is still notice number `only`.
+  function clearNotice(only) {
+    if (typeof only === "number" && only !== noticeSeq) return;
     $("notice").hidden = true;
   }
 
@@ -324,6 +331,9 @@
       qr.subject = subject;
       $("qr-loading").hidden = true;
       $("qr-expired").hidden = true;
+      // The failure it said (a network down, a rate limit) is over: a retry got a code.
+      if (typeof qr.failNotice === "number") clearNotice(qr.failNotice);
+      qr.failNotice = null;
       if (retried) img.focus();  // the button pressed is gone: the new code, read by its alt text
       if (state.member) renderRegion(out.region_code);
       tick();
@@ -344,12 +354,34 @@
         }
       }
       if (err.code === "unauthorized") return;
-      handleError(err);
+      if (err.code === "forbidden" && state.member) {
+        // The link has ended (on the other side, or from another device), and with it every
+        // code shown under it: say so, and go back to the holder's own code.
+        linkEnded();
+        return;
+      }
+      qr.failNotice = handleError(err);
       if (err.code === "network" || err.code === "rate_limited" || err.code === "service_unavailable") {
         scheduleRefresh((err.retryAfter || RETRY_SECONDS) * 1000);
       }
       tick();
     }
+  }
+
+  async function linkEnded() {
+    const name = state.member.member.name_masked;
+    state.member = null;
+    stopQr();
+    try {
+      state.me = await api("GET", "/v1/me");  // the links as they are now, for the switcher
+    } catch (err) {
+      handleError(err);
+      return;
+    }
+    render();
+    showNotice("与" + name + "的亲情账户已解除，不能再出示其二维码", "error");
+    issueQr();
+    loadRecords(true);
   }
 
   function tick() {
@@ -377,13 +409,16 @@
       clearQrTimers();  // no refreshes while nobody can see the code
       return;
     }
-    if (!qr.shown || Date.now() >= qr.refreshAt) {
-      issueQr();
-    } else {
-      tick();
+    if (qr.shown) {
+      // The phone may have slept past the code's expiry: say so at once, not only when a fresh
+      // code arrives (a waking phone's network can take seconds). A tick interval set by a code
+      // that arrived while hidden is replaced, not left running beside this one.
+      window.clearInterval(qr.tickTimer);
       qr.tickTimer = window.setInterval(tick, 1000);
-      scheduleRefresh(qr.refreshAt - Date.now());
+      tick();  // stops the interval again if the code has expired
     }
+    if (!qr.shown || Date.now() >= qr.refreshAt) issueQr();
+    else scheduleRefresh(qr.refreshAt - Date.now());
   }
 
   // --- loss report --------------------------------------------------------------------------
@@ -536,13 +571,13 @@
   // --- errors and start-up ------------------------------------------------------------------
 
   function handleError(err) {
-    if (err.code === "unauthorized") return;  // endSession already said so
+    if (err.code === "unauthorized") return null;  // endSession already said so
     if (err.code === "voucher_suspended" && !state.member && state.me) {
       state.me.status = "suspended";
       stopQr();
       render();
     }
-    showNotice(err instanceof ApiError ? err.message : EV.message("internal_error"), "error");
+    return showNotice(err instanceof ApiError ? err.message : EV.message("internal_error"), "error");
   }
 
   async function start() {

@@ -26,6 +26,11 @@
   const camera = { stream: null, timer: null, detector: null, detectable: false, supported: false,
                    session: 0, sending: false, since: 0 };
   let busy = false;
+  // Codes that came (typed, pasted, read) while a verification was on its way: verified after
+  // it, in order, rather than dropped with the last patient's result still on the screen.
+  let waiting = [];
+  // The code whose acceptance the result card shows (null when it shows anything else).
+  let accepted = null;
 
   class ApiError extends Error {
     constructor(code, text) {
@@ -136,6 +141,7 @@
   }
 
   function signOut() {
+    waiting = [];
     clearResult();
     clearNotice();
     showSignIn("");
@@ -186,6 +192,7 @@
   }
 
   function clearResult() {
+    accepted = null;
     const card = $("result");
     card.replaceChildren();
     card.hidden = true;
@@ -264,6 +271,7 @@
   }
 
   function showRefused(err, purpose) {
+    accepted = null;
     const card = $("result");
     card.replaceChildren();
     card.appendChild(resultHead(false, purpose));
@@ -281,12 +289,26 @@
   }
 
   async function verify(text) {
-    if (busy) return;
     const token = (text || "").trim();
     const box = $("token-text");
+    if (busy) {
+      if (token) {
+        waiting.push(token);
+        box.value = "";  // the next code is typed into an empty field
+      }
+      return;
+    }
     clearNotice();
     if (!token) {
       showNotice("请先扫码或粘贴凭证码");
+      return;
+    }
+    if (token === accepted) {
+      // The same code read twice (a scanner in continuous mode, a double press): that patient
+      // is on the card, accepted once. Sent again it would only come back as used, and that
+      // refusal would replace the card and its ec_token.
+      box.value = "";
+      showNotice("该二维码已核验通过（见下方结果），不能再次使用；如需办理其他业务，请让参保人刷新后重新出示", "info");
       return;
     }
     const what = purpose();
@@ -305,9 +327,11 @@
         body: JSON.stringify({ token: token, purpose: what }),
       });
       showAccepted(out, what);
+      accepted = token;
     } catch (err) {
       if (err.code === "unauthorized") {
         box.value = token;  // not consumed: verify again after signing in
+        waiting = [];  // nor these, which the patients can show again
         clearResult();
         showSignIn(err.message);
         return;
@@ -317,6 +341,7 @@
       busy = false;
       $("verify-btn").disabled = false;
       if (!$("desk").hidden) box.focus();
+      if (waiting.length) verify(waiting.shift());
     }
   }
 
