@@ -13,27 +13,37 @@ import requests
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def test_no_control_socket_shared_between_instances(tmp_path):
-    """gunicorn's control socket defaults to one path per user (~/.gunicorn/gunicorn.ctl), which a
-    second instance on the host would take over; the settings turn it off."""
+def _start(tmp_path, metrics_dir, log_level: str, *options: str):
+    """gunicorn with the project's settings and one worker on a free port, on a fresh SQLite
+    instance under tmp_path; returns the process and its base URL."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "EVOUCHER_MASTER_KEY")}
-    env.update(HOME=str(tmp_path), EVOUCHER_INSTANCE=str(tmp_path / "instance"), LOG_LEVEL="WARNING",
-               PROMETHEUS_MULTIPROC_DIR=str(tmp_path))
+    env.update(HOME=str(tmp_path), EVOUCHER_INSTANCE=str(tmp_path / "instance"), LOG_LEVEL=log_level,
+               PROMETHEUS_MULTIPROC_DIR=str(metrics_dir))
     proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", os.path.join(ROOT, "gunicorn.conf.py"),
-                             "--workers", "1", "--bind", f"127.0.0.1:{port}", "app:create_app()"],
+                             "--workers", "1", *options, "--bind", f"127.0.0.1:{port}", "app:create_app()"],
                             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def _get(proc, url: str, deadline: float) -> requests.Response:
+    """GET url once the server answers it (gunicorn starting, or a worker being replaced)."""
+    while True:
+        try:
+            return requests.get(url, timeout=5)
+        except requests.RequestException:
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read1(4000)
+            time.sleep(0.1)
+
+
+def test_no_control_socket_shared_between_instances(tmp_path):
+    """gunicorn's control socket defaults to one path per user (~/.gunicorn/gunicorn.ctl), which a
+    second instance on the host would take over; the settings turn it off."""
+    proc, base = _start(tmp_path, tmp_path, "WARNING")
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200:
-                    break
-            except requests.RequestException:
-                assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read1(4000)
-                time.sleep(0.2)
+        assert _get(proc, base + "/healthz", time.monotonic() + 60).status_code == 200
         assert not (tmp_path / ".gunicorn").exists()
     finally:
         proc.terminate()
@@ -44,24 +54,10 @@ def test_gunicorns_own_lines_are_json_and_scrubbed(tmp_path):
     """Logs are one JSON object per line on stderr (docs/operations.md), gunicorn's own lines too:
     its start, its workers' boots and exits, and a request it refuses before the app sees it,
     whose text it quotes (here a header line holding a phone number) and the scrubber masks."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "EVOUCHER_MASTER_KEY")}
-    env.update(HOME=str(tmp_path), EVOUCHER_INSTANCE=str(tmp_path / "instance"), LOG_LEVEL="INFO",
-               PROMETHEUS_MULTIPROC_DIR=str(tmp_path))
-    proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", os.path.join(ROOT, "gunicorn.conf.py"),
-                             "--workers", "1", "--bind", f"127.0.0.1:{port}", "app:create_app()"],
-                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc, base = _start(tmp_path, tmp_path, "INFO")
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200:
-                    break
-            except requests.RequestException:
-                assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read1(4000)
-                time.sleep(0.2)
+        assert _get(proc, base + "/healthz", time.monotonic() + 60).status_code == 200
+        port = int(base.rsplit(":", 1)[1])
         with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
             conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n13812345678\r\n\r\n")
             assert conn.recv(4096).startswith(b"HTTP/1.1 400")
@@ -82,36 +78,14 @@ def test_restarted_workers_leave_no_metrics_files_behind_and_lose_no_counts(tmp_
     /metrics reads them all. A worker is replaced every max_requests requests (20,000, about every
     20 s per worker under load): the exited workers' counts are folded into one file per metric
     type, so the folder (and the cost of a scrape) stays the same size, and no count is lost."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     metrics_dir = tmp_path / "metrics"
     metrics_dir.mkdir()
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "EVOUCHER_MASTER_KEY")}
-    env.update(HOME=str(tmp_path), EVOUCHER_INSTANCE=str(tmp_path / "instance"), LOG_LEVEL="WARNING",
-               PROMETHEUS_MULTIPROC_DIR=str(metrics_dir))
-    proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", os.path.join(ROOT, "gunicorn.conf.py"),
-                             "--workers", "1", "--max-requests", "3", "--max-requests-jitter", "0",
-                             "--bind", f"127.0.0.1:{port}", "app:create_app()"],
-                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    base = f"http://127.0.0.1:{port}"
-    served = 0
+    proc, base = _start(tmp_path, metrics_dir, "WARNING", "--max-requests", "3", "--max-requests-jitter", "0")
     try:
         deadline = time.monotonic() + 120
-        while served < 15:  # five workers' worth: each serves three, then is replaced
-            try:
-                if requests.get(base + "/healthz", timeout=5).status_code == 200:
-                    served += 1
-            except requests.RequestException:
-                assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read1(4000)
-                time.sleep(0.1)
-        while True:  # the fifth worker has exited once a sixth answers
-            try:
-                text = requests.get(base + "/metrics", timeout=5).text
-                break
-            except requests.RequestException:
-                assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read1(4000)
-                time.sleep(0.1)
+        for _ in range(15):  # five workers' worth: each serves three, then is replaced
+            assert _get(proc, base + "/healthz", deadline).status_code == 200
+        text = _get(proc, base + "/metrics", deadline).text  # the fifth worker has exited once a sixth answers
     finally:
         proc.terminate()
         proc.wait(timeout=30)

@@ -516,6 +516,20 @@ def _hold_first_scan(page) -> list:
     return held
 
 
+def _type_second_while_first_is_held(page, first: str, second: str) -> list:
+    """The wedge scanner types `first` + Enter, whose scan is held on its way, then `second` +
+    Enter; the field is empty again for the code after. Returns the held route."""
+    box = page.locator("#token-text")
+    held = _hold_first_scan(page)
+    with page.expect_request(lambda r: r.method == "POST" and r.url.endswith("/v1/scans")):
+        box.press_sequentially(first)
+        box.press("Enter")
+    box.press_sequentially(second)
+    box.press("Enter")
+    expect(box).to_have_value("")  # taken from the field, for the next code to be typed alone
+    return held
+
+
 def test_a_code_scanned_while_the_last_is_being_verified_is_verified_next(live, desk):
     """A keyboard-wedge scanner reads two patients' codes in quick succession: the second code,
     typed while the first is still being verified, is verified after it, not dropped (which left
@@ -525,16 +539,8 @@ def test_a_code_scanned_while_the_last_is_being_verified_is_verified_next(live, 
     world.enrol("魏东", "1972-04-04", [("110000", "employee")])
     first, second = world.qr(world.holder("严华")), world.qr(world.holder("魏东"))
     scanner = desk().open_signed_in(world.inst("H110000001"))
-    page = scanner.page
-    box = page.locator("#token-text")
-    held = _hold_first_scan(page)
-
-    with page.expect_request(lambda r: r.method == "POST" and r.url.endswith("/v1/scans")):
-        box.press_sequentially(first)
-        box.press("Enter")
-    box.press_sequentially(second)
-    box.press("Enter")
-    expect(box).to_have_value("")  # taken from the field, for the next code to be typed alone
+    page, box = scanner.page, scanner.page.locator("#token-text")
+    held = _type_second_while_first_is_held(page, first, second)
     assert len(held) == 1
 
     with page.expect_response(lambda r: is_call("/v1/scans")(r) and r.request.post_data_json["token"] == second) \
@@ -556,16 +562,8 @@ def test_the_same_code_scanned_twice_keeps_its_accepted_card(live, desk):
     world.enrol("潘洁", "1980-08-08", [("110000", "employee")])
     token = world.qr(world.holder("潘洁"))
     scanner = desk().open_signed_in(world.inst("H110000001"))
-    page = scanner.page
-    box = page.locator("#token-text")
-    held = _hold_first_scan(page)
-
-    with page.expect_request(lambda r: r.method == "POST" and r.url.endswith("/v1/scans")):
-        box.press_sequentially(token)
-        box.press("Enter")
-    box.press_sequentially(token)  # read again while the first is on its way
-    box.press("Enter")
-    expect(box).to_have_value("")
+    page, box = scanner.page, scanner.page.locator("#token-text")
+    held = _type_second_while_first_is_held(page, token, token)  # read again while the first is on its way
     with page.expect_response(is_call("/v1/scans")) as answer:
         held[0].continue_()
     assert answer.value.status == 200
