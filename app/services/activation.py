@@ -69,6 +69,7 @@ def _activate(session: Session, rt, channel_id: str, p: dict) -> dict:
     if p["face_verified"] is not True:
         raise DomainError("face_verification_required", "The channel's face verification must pass first")
     person = registry.identify(session, rt, p["id_number"], p["name"])
+    registry.require_id_card(person)  # the registry's document, not only the channel's claim
     region = registry.current_region(session, person)  # refuses a person with no active enrolment
     voucher = vouchers.of_person(session, person.id)
     if voucher is not None and voucher.status == "suspended":

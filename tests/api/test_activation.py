@@ -68,6 +68,34 @@ def test_person_without_active_enrolment_cannot_activate(world):
     assert exc.value.code == "person_not_enrolled"
 
 
+def test_a_person_the_registry_holds_under_another_id_type_cannot_activate(world):
+    """SPEC §2: the person's `id_type` must be 01 (resident ID card) to activate. Another
+    document's number can pass the GB 11643 check (a residence permit or a foreigner's permanent
+    residence card has the same 18-character form); the channel claiming type 01 does not make it one."""
+    import json
+
+    from app.demo import make_id_number
+    from app.services import enrolment_import
+    number = make_id_number("810000", "1990-01-01", 7, 1)  # a Hong Kong residence permit's form
+    row = {"person_no": "TEST-ID02", "id_type": "02", "id_number": number, "name": "陈港",
+           "phone": "13900000001", "region_code": "110000", "insurance_type": "employee",
+           "status": "active", "since": "2020-01-01"}
+    with world.app.app_context():
+        report = enrolment_import.import_text(world.rt.session(), world.rt, json.dumps(row), "jsonl")
+        assert report.applied == 1 and not report.errors
+    with pytest.raises(ChannelError) as exc:
+        world.channel("wechat").activate(number, "陈港", "13900000001")
+    assert (exc.value.status, exc.value.code) == (422, "unsupported_id_type")
+    with world.app.app_context():
+        from sqlalchemy import select
+
+        from app.services import vouchers
+        from app.store.models import Person
+        s = world.rt.session()
+        person = s.scalars(select(Person).where(Person.person_no == "TEST-ID02")).one()
+        assert vouchers.of_person(s, person.id) is None
+
+
 def test_weak_pin_at_activation(world):
     with pytest.raises(ChannelError) as exc:
         _activate_raw(world, "wechat", pin="111111")

@@ -34,6 +34,28 @@ def test_minor_is_linked_at_once_and_guardian_shows_their_code(world):
     assert records[0]["kind"] == "scan" and any(r["kind"] == "activation" for r in records)
 
 
+def test_a_guardian_cannot_activate_a_minor_the_registry_holds_under_another_id_type(world):
+    """SPEC §2: only a resident ID card (type 01) activates a voucher, the one a guardian
+    activates for a minor too. The link is not made either, and the refusal is documented."""
+    import json
+
+    from app.demo import make_id_number
+    from app.services import enrolment_import
+    number = make_id_number("810000", "2018-06-01", 8, 1)  # a residence permit's form
+    row = {"person_no": "TEST-MINOR02", "id_type": "02", "id_number": number, "name": "王小港",
+           "phone": "", "region_code": "110000", "insurance_type": "resident", "status": "active",
+           "since": "2018-07-01"}
+    with world.app.app_context():
+        assert enrolment_import.import_text(world.rt.session(), world.rt, json.dumps(row), "jsonl").applied == 1
+    g = world.holder("王建国")
+    resp = world.client.post("/v1/me/family", headers=g["headers"], json={
+        "id_number": number, "name": "王小港", "relation": "parent", "document_ref": "出生医学证明 P810000001"})
+    assert resp.status_code == 422 and problem_code(resp) == "unsupported_id_type"
+    assert world.client.get("/v1/me/family", headers=g["headers"]).get_json()["items"] == []
+    doc = world.client.get("/openapi.json").get_json()["paths"]["/v1/me/family"]["post"]["responses"]
+    assert "unsupported_id_type" in doc["422"]["description"]
+
+
 def test_linking_tells_nothing_about_who_is_insured_and_is_rate_limited(world):
     g = world.holder("吴强")
     stranger = world.person("周芳")
