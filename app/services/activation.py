@@ -87,7 +87,9 @@ def _activate(session: Session, rt, channel_id: str, p: dict) -> dict:
         voucher.active_region = region
         records.record(session, voucher, "activation", channel=channel_id, reactivated=True)
     if registry.active_enrolment(session, person, voucher.active_region) is None:
-        voucher.active_region = region
+        old, voucher.active_region = voucher.active_region, region
+        if not created:  # a state change of a voucher that had one: recorded like every other
+            records.record(session, voucher, "region_switch", old=old, new=region, by="activation")
     _bind(session, voucher, channel_id, p["channel_user_id"])
     if p.get("pin") is not None and voucher.pin_hash is None:
         pins.set_new(session, rt, voucher, person, p["pin"], kind="pin_set")

@@ -96,6 +96,25 @@ def test_a_person_the_registry_holds_under_another_id_type_cannot_activate(world
         assert vouchers.of_person(s, person.id) is None
 
 
+def test_activation_moving_the_active_region_off_a_lapsed_enrolment_records_it(world):
+    """An activation in another channel moves a voucher whose active region is no longer an
+    active enrolment (SPEC §2); like every state change, the move is in the usage records."""
+    from app.services import registry, vouchers
+    holder = world.holder("刘洋")  # 410700 and, more recently, 110000
+    with world.app.app_context():
+        s = world.rt.session()
+        v = vouchers.by_public_id(s, holder["voucher_id"])
+        assert v.active_region == "110000"
+        for e in registry.enrolments(s, vouchers.person_of(s, v)):
+            if e.region_code == "110000":
+                e.status = "suspended"  # as the registry's database may say before any import moves it
+        s.commit()
+    assert world.activate("刘洋", "alipay")["active_region"] == "410700"
+    records = world.client.get("/v1/me/records", headers=holder["headers"]).get_json()["items"]
+    assert [(r["kind"], r["detail"]) for r in records[:2]] == [
+        ("bind", {}), ("region_switch", {"old": "110000", "new": "410700", "by": "activation"})]
+
+
 def test_weak_pin_at_activation(world):
     with pytest.raises(ChannelError) as exc:
         _activate_raw(world, "wechat", pin="111111")
