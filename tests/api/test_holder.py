@@ -393,6 +393,34 @@ def test_records_newest_first_with_cursor_and_no_delete(world):
     assert problem_code(resp) == "forbidden"
 
 
+def test_every_holder_state_change_leaves_a_usage_record(world):
+    """SPEC §2: every state change of a voucher is an append-only record, not only those a
+    family's year goes through (tests/api/test_family_year.py): PIN change, password-free limit,
+    phone change, filing cancelled, a channel unbound by the holder, a member's code shown."""
+    g = world.holder("王建国", pin="258013")
+    world.holder("王建国", "alipay", pin=None)
+    h = g["headers"]
+    son = _link(world, g, "王小明", "parent", "出生医学证明 N110123457").get_json()["member"]["voucher_id"]
+    d = _today(world)
+    filing = world.client.post("/v1/me/remote-care-filings", headers=h, json={
+        "care_region_code": "410700", "valid_from": d.isoformat(),
+        "valid_until": (d + dt.timedelta(days=30)).isoformat()}).get_json()["filing_id"]
+    steps = [("put", "/v1/me/pin", {"old_pin": "258013", "new_pin": "135792"}, "pin_change"),
+             ("put", "/v1/me/pin-free-limit", {"amount_fen": 20000, "pin": "135792"}, "pin_free_limit"),
+             ("put", "/v1/me/phone", {"phone": "13912345678", "pin": "135792"}, "phone_change"),
+             ("delete", f"/v1/me/remote-care-filings/{filing}", None, "filing_cancel"),
+             ("delete", "/v1/me/channels/alipay", {"pin": "135792"}, "unbind")]
+    for method, path, payload, kind in steps:
+        resp = getattr(world.client, method)(path, json=payload, headers=h)
+        assert resp.status_code == 200, (path, resp.get_json())
+        newest = world.client.get("/v1/me/records", headers=h).get_json()["items"][0]
+        assert newest["kind"] == kind, path
+    shown = world.client.post("/v1/me/qr-tokens", json={"voucher_id": son}, headers=h).get_json()
+    member = world.client.get(f"/v1/me/records?voucher_id={son}", headers=h).get_json()["items"][0]
+    assert (member["kind"], member["actor"], member["detail"]["token_id"]) == (
+        "qr_issued_for_member", g["voucher_id"], shown["token_id"])
+
+
 def test_pin_attempts_are_rate_limited(make_world):
     world = make_world(pin_rate_per_minute=2)
     h = world.holder("张丽", pin="258013")
