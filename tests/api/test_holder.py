@@ -257,6 +257,20 @@ def test_region_switch(world):
     assert scan.get_json()["insurance"]["region_code"] == other
 
 
+def test_no_switch_to_a_suspended_enrolment(world):
+    """SPEC §4.2: only the person's *active* enrolments; one the registry holds suspended is refused."""
+    from app.services import registry, vouchers
+    h = world.holder("刘洋")  # 410700 and 110000, active in 110000
+    with world.app.app_context():
+        s = world.rt.session()
+        person = vouchers.person_of(s, vouchers.by_public_id(s, h["voucher_id"]))
+        next(e for e in registry.enrolments(s, person) if e.region_code == "410700").status = "suspended"
+        s.commit()
+    resp = world.client.put("/v1/me/active-region", json={"region_code": "410700"}, headers=h["headers"])
+    assert resp.status_code == 422 and problem_code(resp) == "region_not_enrolled"
+    assert world.client.get("/v1/me", headers=h["headers"]).get_json()["active_region"] == "110000"
+
+
 def test_filings_create_list_cancel_and_overlap(world):
     h = world.holder("张丽")
     d = _today(world)
