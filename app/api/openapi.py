@@ -132,7 +132,7 @@ def document() -> dict:
             "post": op("Link a family member (亲情账户)", "holders",
                        {**_json(OBJ, "Created", "201"), **_err("family_limit_reached", "family_link_exists",
                                                                "person_not_enrolled", "invalid_id_number",
-                                                               *FROZEN, "rate_limited", "unauthorized", *COMMON)},
+                                                               "unsupported_id_type", *FROZEN, "rate_limited", "unauthorized", *COMMON)},
                        security=HOLDER, body=_body({"id_number": S, "name": S, "relation": {"enum": list(RELATIONS)},
                                                     "document_ref": S}, ["id_number", "name", "relation"]))},
         "/v1/me/family/{link_id}/accept": {"post": op(

@@ -69,6 +69,7 @@ def _activate(session: Session, rt, channel_id: str, p: dict) -> dict:
     if p["face_verified"] is not True:
         raise DomainError("face_verification_required", "The channel's face verification must pass first")
     person = registry.identify(session, rt, p["id_number"], p["name"])
+    registry.require_id_card(person)  # the registry's document, not only the channel's claim
     region = registry.current_region(session, person)  # refuses a person with no active enrolment
     voucher = vouchers.of_person(session, person.id)
     if voucher is not None and voucher.status == "suspended":
@@ -86,7 +87,9 @@ def _activate(session: Session, rt, channel_id: str, p: dict) -> dict:
         voucher.active_region = region
         records.record(session, voucher, "activation", channel=channel_id, reactivated=True)
     if registry.active_enrolment(session, person, voucher.active_region) is None:
-        voucher.active_region = region
+        old, voucher.active_region = voucher.active_region, region
+        if not created:  # a state change of a voucher that had one: recorded like every other
+            records.record(session, voucher, "region_switch", old=old, new=region, by="activation")
     _bind(session, voucher, channel_id, p["channel_user_id"])
     if p.get("pin") is not None and voucher.pin_hash is None:
         pins.set_new(session, rt, voucher, person, p["pin"], kind="pin_set")

@@ -286,22 +286,26 @@ def _apply(session: Session, rt, rows: list[tuple[int, dict]], report: ImportRep
     for obj in list(session.identity_map.values()):
         if isinstance(obj, (Person, Enrolment)):
             session.expire(obj)
-    _keep_active_regions(session, {key for key, r in final.items() if r["status"] != "active"})
+    _keep_active_regions(session, {pid for pid, _ in final})
     session.commit()  # the batch's enrolments and the region moves they cause, together
     report.applied += len(accepted)
 
 
-def _keep_active_regions(session: Session, inactive: set[tuple[int, str]]) -> None:
-    """A voucher's active region is one of its person's active enrolments (SPEC §2). A voucher
-    whose active region an import just made inactive moves to the person's current region (as
-    activation picks it), recorded as a region switch by the registry: otherwise every code the
-    holder showed would carry a region every scan refuses. With no active enrolment left it
-    stays (scans refuse the region, activation the person). Codes already issued keep theirs."""
-    if not inactive:
+def _keep_active_regions(session: Session, person_ids: set[int]) -> None:
+    """A voucher's active region is one of its person's active enrolments (SPEC §2). A voucher of
+    a person this batch touched whose active region is not an active enrolment (the import just
+    suspended it, or had suspended it before while there was nowhere to go, and now enrols the
+    person actively elsewhere) moves to the person's current region (as activation picks it),
+    recorded as a region switch by the registry: otherwise every code the holder showed would
+    carry a region every scan refuses. With no active enrolment left it stays (scans refuse the
+    region, activation the person). Codes already issued keep theirs."""
+    if not person_ids:
         return
-    for voucher in session.scalars(select(Voucher).where(Voucher.person_id.in_({pid for pid, _ in inactive}))):
-        if (voucher.person_id, voucher.active_region) not in inactive:
-            continue
+    enrols = Enrolment.__table__
+    active_here = (select(enrols.c.id).where(enrols.c.person_id == Voucher.person_id,
+                                             enrols.c.region_code == Voucher.active_region,
+                                             enrols.c.status == "active").exists())
+    for voucher in session.scalars(select(Voucher).where(Voucher.person_id.in_(person_ids), ~active_here)):
         try:
             region = registry.current_region(session, session.get(Person, voucher.person_id))
         except DomainError:  # no active enrolment left

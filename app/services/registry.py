@@ -34,6 +34,16 @@ def identify(session: Session, rt, id_number_text: str, name: str) -> Person:
     return person
 
 
+ID_CARD = "01"  # 居民身份证: the only document a voucher is activated with (SPEC §2)
+
+
+def require_id_card(person: Person) -> None:
+    """Refuse a person the registry holds under another document: a residence permit's or a
+    foreigner's permanent residence card's number can pass the GB 11643 check too."""
+    if person.id_type != ID_CARD:
+        raise DomainError("unsupported_id_type", "Only resident ID cards (居民身份证, type 01) can activate")
+
+
 def current_region(session: Session, person: Person) -> str:
     """The most recent active enrolment is where the person is insured now."""
     active = [e for e in enrolments(session, person) if e.status == "active"]

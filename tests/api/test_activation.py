@@ -68,6 +68,53 @@ def test_person_without_active_enrolment_cannot_activate(world):
     assert exc.value.code == "person_not_enrolled"
 
 
+def test_a_person_the_registry_holds_under_another_id_type_cannot_activate(world):
+    """SPEC §2: the person's `id_type` must be 01 (resident ID card) to activate. Another
+    document's number can pass the GB 11643 check (a residence permit or a foreigner's permanent
+    residence card has the same 18-character form); the channel claiming type 01 does not make it one."""
+    import json
+
+    from app.demo import make_id_number
+    from app.services import enrolment_import
+    number = make_id_number("810000", "1990-01-01", 7, 1)  # a Hong Kong residence permit's form
+    row = {"person_no": "TEST-ID02", "id_type": "02", "id_number": number, "name": "陈港",
+           "phone": "13900000001", "region_code": "110000", "insurance_type": "employee",
+           "status": "active", "since": "2020-01-01"}
+    with world.app.app_context():
+        report = enrolment_import.import_text(world.rt.session(), world.rt, json.dumps(row), "jsonl")
+        assert report.applied == 1 and not report.errors
+    with pytest.raises(ChannelError) as exc:
+        world.channel("wechat").activate(number, "陈港", "13900000001")
+    assert (exc.value.status, exc.value.code) == (422, "unsupported_id_type")
+    with world.app.app_context():
+        from sqlalchemy import select
+
+        from app.services import vouchers
+        from app.store.models import Person
+        s = world.rt.session()
+        person = s.scalars(select(Person).where(Person.person_no == "TEST-ID02")).one()
+        assert vouchers.of_person(s, person.id) is None
+
+
+def test_activation_moving_the_active_region_off_a_lapsed_enrolment_records_it(world):
+    """An activation in another channel moves a voucher whose active region is no longer an
+    active enrolment (SPEC §2); like every state change, the move is in the usage records."""
+    from app.services import registry, vouchers
+    holder = world.holder("刘洋")  # 410700 and, more recently, 110000
+    with world.app.app_context():
+        s = world.rt.session()
+        v = vouchers.by_public_id(s, holder["voucher_id"])
+        assert v.active_region == "110000"
+        for e in registry.enrolments(s, vouchers.person_of(s, v)):
+            if e.region_code == "110000":
+                e.status = "suspended"  # as the registry's database may say before any import moves it
+        s.commit()
+    assert world.activate("刘洋", "alipay")["active_region"] == "410700"
+    records = world.client.get("/v1/me/records", headers=holder["headers"]).get_json()["items"]
+    assert [(r["kind"], r["detail"]) for r in records[:2]] == [
+        ("bind", {}), ("region_switch", {"old": "110000", "new": "410700", "by": "activation"})]
+
+
 def test_weak_pin_at_activation(world):
     with pytest.raises(ChannelError) as exc:
         _activate_raw(world, "wechat", pin="111111")

@@ -147,6 +147,45 @@ def test_metrics_exposition(client):
     assert "evoucher_scans_total" in text or "evoucher_tokens_issued_total" in text or "# HELP" in text
 
 
+def _sample(client, name: str, **labels) -> float:
+    """One sample's value from GET /metrics (0 when the series is not there yet)."""
+    want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    for line in client.get("/metrics").get_data(as_text=True).splitlines():
+        if line.startswith(name + "{") and line.split("} ", 1)[0] == f"{name}{{{want}":
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_metrics_count_scans_by_result_tokens_issued_and_activations_by_channel_and_result(world):
+    """SPEC §4.4: /metrics carries scans by result, tokens issued, activations by channel and result."""
+    from mock_channels.client import ChannelError
+    c = world.client
+    before = {"ok": _sample(c, "evoucher_scans_total", result="ok"),
+              "used": _sample(c, "evoucher_scans_total", result="token_already_used"),
+              "ev1": _sample(c, "evoucher_tokens_issued_total", format="ev1"),
+              "jwt": _sample(c, "evoucher_tokens_issued_total", format="jwt"),
+              "act_ok": _sample(c, "evoucher_activations_total", channel="alipay", result="ok"),
+              "act_refused": _sample(c, "evoucher_activations_total", channel="alipay",
+                                     result="person_not_enrolled")}
+    holder = world.holder("张丽", "alipay")
+    token = world.qr(holder)
+    world.qr(holder, format="jwt")
+    assert world.scan("H110000001", token).status_code == 200
+    assert problem_code(world.scan("H110000001", token)) == "token_already_used"
+    p = world.person("罗敏")  # her only enrolment is suspended
+    with pytest.raises(ChannelError):
+        world.channel("alipay").activate(p["id_number"], "罗敏", p["phone"])
+    after = {"ok": _sample(c, "evoucher_scans_total", result="ok"),
+             "used": _sample(c, "evoucher_scans_total", result="token_already_used"),
+             "ev1": _sample(c, "evoucher_tokens_issued_total", format="ev1"),
+             "jwt": _sample(c, "evoucher_tokens_issued_total", format="jwt"),
+             "act_ok": _sample(c, "evoucher_activations_total", channel="alipay", result="ok"),
+             "act_refused": _sample(c, "evoucher_activations_total", channel="alipay",
+                                    result="person_not_enrolled")}
+    assert {k: after[k] - before[k] for k in before} == {
+        "ok": 1, "used": 1, "ev1": 1, "jwt": 1, "act_ok": 1, "act_refused": 1}
+
+
 def test_metrics_method_label_is_bounded(client):
     """gunicorn admits any method of 3-20 capitals and digits; each must not become a new series."""
     for i in range(5):
@@ -315,6 +354,7 @@ def test_database_outage_is_503_service_unavailable(make_config, clock, tmp_path
     resp = app.test_client().get("/.well-known/jwks.json")
     assert resp.status_code == 503 and problem_code(resp) == "service_unavailable"
     assert app.test_client().get("/readyz").status_code == 503
+    assert app.test_client().get("/healthz").get_json() == {"status": "ok"}  # the process is up (SPEC §4.4)
 
 
 def test_a_remembered_access_token_expires_when_a_fresh_check_would_refuse_it(world):

@@ -34,6 +34,28 @@ def test_minor_is_linked_at_once_and_guardian_shows_their_code(world):
     assert records[0]["kind"] == "scan" and any(r["kind"] == "activation" for r in records)
 
 
+def test_a_guardian_cannot_activate_a_minor_the_registry_holds_under_another_id_type(world):
+    """SPEC §2: only a resident ID card (type 01) activates a voucher, the one a guardian
+    activates for a minor too. The link is not made either, and the refusal is documented."""
+    import json
+
+    from app.demo import make_id_number
+    from app.services import enrolment_import
+    number = make_id_number("810000", "2018-06-01", 8, 1)  # a residence permit's form
+    row = {"person_no": "TEST-MINOR02", "id_type": "02", "id_number": number, "name": "王小港",
+           "phone": "", "region_code": "110000", "insurance_type": "resident", "status": "active",
+           "since": "2018-07-01"}
+    with world.app.app_context():
+        assert enrolment_import.import_text(world.rt.session(), world.rt, json.dumps(row), "jsonl").applied == 1
+    g = world.holder("王建国")
+    resp = world.client.post("/v1/me/family", headers=g["headers"], json={
+        "id_number": number, "name": "王小港", "relation": "parent", "document_ref": "出生医学证明 P810000001"})
+    assert resp.status_code == 422 and problem_code(resp) == "unsupported_id_type"
+    assert world.client.get("/v1/me/family", headers=g["headers"]).get_json()["items"] == []
+    doc = world.client.get("/openapi.json").get_json()["paths"]["/v1/me/family"]["post"]["responses"]
+    assert "unsupported_id_type" in doc["422"]["description"]
+
+
 def test_linking_tells_nothing_about_who_is_insured_and_is_rate_limited(world):
     g = world.holder("吴强")
     stranger = world.person("周芳")
@@ -235,6 +257,20 @@ def test_region_switch(world):
     assert scan.get_json()["insurance"]["region_code"] == other
 
 
+def test_no_switch_to_a_suspended_enrolment(world):
+    """SPEC §4.2: only the person's *active* enrolments; one the registry holds suspended is refused."""
+    from app.services import registry, vouchers
+    h = world.holder("刘洋")  # 410700 and 110000, active in 110000
+    with world.app.app_context():
+        s = world.rt.session()
+        person = vouchers.person_of(s, vouchers.by_public_id(s, h["voucher_id"]))
+        next(e for e in registry.enrolments(s, person) if e.region_code == "410700").status = "suspended"
+        s.commit()
+    resp = world.client.put("/v1/me/active-region", json={"region_code": "410700"}, headers=h["headers"])
+    assert resp.status_code == 422 and problem_code(resp) == "region_not_enrolled"
+    assert world.client.get("/v1/me", headers=h["headers"]).get_json()["active_region"] == "110000"
+
+
 def test_filings_create_list_cancel_and_overlap(world):
     h = world.holder("张丽")
     d = _today(world)
@@ -369,6 +405,34 @@ def test_records_newest_first_with_cursor_and_no_delete(world):
     stranger = world.holder("黄磊")
     resp = world.client.get(f"/v1/me/records?voucher_id={h['voucher_id']}", headers=stranger["headers"])
     assert problem_code(resp) == "forbidden"
+
+
+def test_every_holder_state_change_leaves_a_usage_record(world):
+    """SPEC §2: every state change of a voucher is an append-only record, not only those a
+    family's year goes through (tests/api/test_family_year.py): PIN change, password-free limit,
+    phone change, filing cancelled, a channel unbound by the holder, a member's code shown."""
+    g = world.holder("王建国", pin="258013")
+    world.holder("王建国", "alipay", pin=None)
+    h = g["headers"]
+    son = _link(world, g, "王小明", "parent", "出生医学证明 N110123457").get_json()["member"]["voucher_id"]
+    d = _today(world)
+    filing = world.client.post("/v1/me/remote-care-filings", headers=h, json={
+        "care_region_code": "410700", "valid_from": d.isoformat(),
+        "valid_until": (d + dt.timedelta(days=30)).isoformat()}).get_json()["filing_id"]
+    steps = [("put", "/v1/me/pin", {"old_pin": "258013", "new_pin": "135792"}, "pin_change"),
+             ("put", "/v1/me/pin-free-limit", {"amount_fen": 20000, "pin": "135792"}, "pin_free_limit"),
+             ("put", "/v1/me/phone", {"phone": "13912345678", "pin": "135792"}, "phone_change"),
+             ("delete", f"/v1/me/remote-care-filings/{filing}", None, "filing_cancel"),
+             ("delete", "/v1/me/channels/alipay", {"pin": "135792"}, "unbind")]
+    for method, path, payload, kind in steps:
+        resp = getattr(world.client, method)(path, json=payload, headers=h)
+        assert resp.status_code == 200, (path, resp.get_json())
+        newest = world.client.get("/v1/me/records", headers=h).get_json()["items"][0]
+        assert newest["kind"] == kind, path
+    shown = world.client.post("/v1/me/qr-tokens", json={"voucher_id": son}, headers=h).get_json()
+    member = world.client.get(f"/v1/me/records?voucher_id={son}", headers=h).get_json()["items"][0]
+    assert (member["kind"], member["actor"], member["detail"]["token_id"]) == (
+        "qr_issued_for_member", g["voucher_id"], shown["token_id"])
 
 
 def test_pin_attempts_are_rate_limited(make_world):

@@ -10,6 +10,31 @@ import pytest
 from tests.helpers import problem_code, redis_round_trips
 
 
+@pytest.mark.parametrize("value,ok", [("14", False), ("15", True), ("300", True), ("301", False)])
+def test_code_lifetime_is_configurable_from_15_to_300_seconds(value, ok):
+    """SPEC §3: 60 s by default, configurable 15–300 s; outside that the service will not start."""
+    from app.config import Config
+    if ok:
+        assert Config.from_env({"TOKEN_LIFETIME": value}).token_lifetime == int(value)
+    else:
+        with pytest.raises(ValueError, match="TOKEN_LIFETIME must be between 15 and 300"):
+            Config.from_env({"TOKEN_LIFETIME": value})
+    assert Config.from_env({}).token_lifetime == 60
+
+
+@pytest.mark.parametrize("lifetime", [15, 300])
+def test_refresh_in_comes_before_expiry_at_both_lifetime_bounds(make_world, lifetime):
+    """SPEC §3: the answer says when to refresh, before the code expires, at every lifetime."""
+    world = make_world(token_lifetime=lifetime)
+    holder = world.holder("张丽")
+    body = world.client.post("/v1/me/qr-tokens", json={}, headers=holder["headers"]).get_json()
+    assert body["expires_in"] == lifetime and 0 < body["refresh_in"] < lifetime
+    expires = dt.datetime.fromisoformat(body["expires_at"].replace("Z", "+00:00")).timestamp()
+    assert expires == int(world.rt.clock.now()) + lifetime
+    world.rt.clock.advance(lifetime + world.rt.config.clock_skew + 1)
+    assert problem_code(world.scan("H110000001", body["token"])) == "token_expired"
+
+
 def test_issue_and_scan_once(world):
     holder = world.holder("张丽")
     resp = world.client.post("/v1/me/qr-tokens", json={}, headers=holder["headers"])

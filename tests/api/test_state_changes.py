@@ -186,6 +186,40 @@ def test_an_import_suspending_the_active_region_moves_it_to_another_active_enrol
         {"old": "110000", "new": "410700", "by": "registry"}]
 
 
+def test_an_import_enrolling_a_person_left_without_an_active_region_moves_the_voucher_there(world):
+    """SPEC §2: the active region is one of the person's active enrolments. A person whose only
+    enrolment the registry suspended keeps that region (there is no other); when a later import
+    enrols them actively elsewhere, the voucher moves there, recorded like the move above,
+    rather than keep a region every scan refuses until the holder finds the switcher."""
+    from sqlalchemy import select
+
+    from app.services import enrolment_import
+    from app.store.models import Person
+    holder = world.holder("张丽")  # employee in 110000 only
+    p = world.person("张丽")
+    with world.app.app_context():
+        person_no = world.rt.session().scalars(select(Person.person_no).where(Person.name == "张丽")).one()
+    row = {"person_no": person_no, "id_type": "01", "id_number": p["id_number"], "name": "张丽",
+           "phone": p["phone"], "region_code": "110000", "insurance_type": "employee", "status": "suspended",
+           "since": "2013-08-01"}
+
+    def load(*rows):
+        with world.app.app_context():
+            report = enrolment_import.import_text(world.rt.session(), world.rt,
+                                                  "\n".join(json.dumps(r) for r in rows), "jsonl")
+            assert not report.errors and report.applied == len(rows)
+
+    load(row)  # her only enrolment: nowhere to move
+    assert world.client.get("/v1/me", headers=holder["headers"]).get_json()["active_region"] == "110000"
+    load({**row, "region_code": "320682", "insurance_type": "resident", "status": "active", "since": "2024-01-01"})
+    assert world.client.get("/v1/me", headers=holder["headers"]).get_json()["active_region"] == "320682"
+    fresh = world.scan("H320682001", world.qr(holder))
+    assert fresh.status_code == 200 and fresh.get_json()["insurance"]["region_code"] == "320682"
+    records = world.client.get("/v1/me/records", headers=holder["headers"]).get_json()["items"]
+    assert [r["detail"] for r in records if r["kind"] == "region_switch"] == [
+        {"old": "110000", "new": "320682", "by": "registry"}]
+
+
 def test_a_suspended_guardian_links_nobody_and_the_document_says_so(world):
     """The refusal a suspended voucher meets when linking is one the OpenAPI document lists."""
     holder = world.holder("王建国")
