@@ -159,14 +159,17 @@ def _sample(client, name: str, **labels) -> float:
 def test_metrics_count_scans_by_result_tokens_issued_and_activations_by_channel_and_result(world):
     """SPEC §4.4: /metrics carries scans by result, tokens issued, activations by channel and result."""
     from mock_channels.client import ChannelError
-    c = world.client
-    before = {"ok": _sample(c, "evoucher_scans_total", result="ok"),
-              "used": _sample(c, "evoucher_scans_total", result="token_already_used"),
-              "ev1": _sample(c, "evoucher_tokens_issued_total", format="ev1"),
-              "jwt": _sample(c, "evoucher_tokens_issued_total", format="jwt"),
-              "act_ok": _sample(c, "evoucher_activations_total", channel="alipay", result="ok"),
-              "act_refused": _sample(c, "evoucher_activations_total", channel="alipay",
-                                     result="person_not_enrolled")}
+    series = {"ok": ("evoucher_scans_total", {"result": "ok"}),
+              "used": ("evoucher_scans_total", {"result": "token_already_used"}),
+              "ev1": ("evoucher_tokens_issued_total", {"format": "ev1"}),
+              "jwt": ("evoucher_tokens_issued_total", {"format": "jwt"}),
+              "act_ok": ("evoucher_activations_total", {"channel": "alipay", "result": "ok"}),
+              "act_refused": ("evoucher_activations_total", {"channel": "alipay", "result": "person_not_enrolled"})}
+
+    def samples() -> dict:
+        return {k: _sample(world.client, name, **labels) for k, (name, labels) in series.items()}
+
+    before = samples()
     holder = world.holder("张丽", "alipay")
     token = world.qr(holder)
     world.qr(holder, format="jwt")
@@ -175,13 +178,7 @@ def test_metrics_count_scans_by_result_tokens_issued_and_activations_by_channel_
     p = world.person("罗敏")  # her only enrolment is suspended
     with pytest.raises(ChannelError):
         world.channel("alipay").activate(p["id_number"], "罗敏", p["phone"])
-    after = {"ok": _sample(c, "evoucher_scans_total", result="ok"),
-             "used": _sample(c, "evoucher_scans_total", result="token_already_used"),
-             "ev1": _sample(c, "evoucher_tokens_issued_total", format="ev1"),
-             "jwt": _sample(c, "evoucher_tokens_issued_total", format="jwt"),
-             "act_ok": _sample(c, "evoucher_activations_total", channel="alipay", result="ok"),
-             "act_refused": _sample(c, "evoucher_activations_total", channel="alipay",
-                                    result="person_not_enrolled")}
+    after = samples()
     assert {k: after[k] - before[k] for k in before} == {
         "ok": 1, "used": 1, "ev1": 1, "jwt": 1, "act_ok": 1, "act_refused": 1}
 
