@@ -242,9 +242,7 @@ def unbind(session: Session, rt, voucher: Voucher, channel_id: str, *, by: str,
     bindings = []
     for binding in session.scalars(q).all():
         # Held and read again: an unbinding committed since the read above has ended it.
-        rowlock.hold(session, ChannelBinding, binding.id)
-        session.refresh(binding)
-        if binding.status == "active":
+        if rowlock.held(session, binding).status == "active":
             bindings.append(binding)
     if not bindings:
         session.rollback()

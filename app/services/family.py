@@ -129,9 +129,7 @@ def _find_held(session: Session, rt, voucher: Voucher, link_id: str) -> FamilyLi
     overwrite an end committed meanwhile. The hold is on the link's own row, which a scan of a
     guardian's code share-locks before the guardian's voucher (app/services/scans.py): holding
     the guardian's row first could deadlock with such a scan."""
-    link = _find(session, rt, voucher, link_id)
-    rowlock.hold(session, FamilyLink, link.id)
-    session.refresh(link)
+    link = rowlock.held(session, _find(session, rt, voucher, link_id))
     _expire(link, utc(rt.clock.now()))
     return link
 

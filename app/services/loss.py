@@ -1,6 +1,6 @@
 """The voucher's own state: loss report (挂失), reinstatement and cancellation (注销).
 
-Each change holds the voucher's row and reads it again first (`_held`): a change that read the
+Each change holds the voucher's row and reads it again first (`rowlock.held`): a change that read the
 voucher before another committed must not undo it. Above all a cancellation, which is terminal,
 must not be turned back into a suspension (which a reinstatement could then make active)."""
 from __future__ import annotations
@@ -15,15 +15,9 @@ from . import records, revocations
 from .vouchers import utc
 
 
-def _held(session: Session, voucher: Voucher) -> Voucher:
-    rowlock.hold(session, Voucher, voucher.id)
-    session.refresh(voucher)
-    return voucher
-
-
 def report_lost(session: Session, rt, voucher: Voucher) -> dict:
     """Suspend at once in every channel; every outstanding token stops verifying."""
-    _held(session, voucher)
+    rowlock.held(session, voucher)
     if voucher.status == "cancelled":
         raise DomainError("voucher_cancelled", "The voucher is cancelled")
     if voucher.status != "suspended":
@@ -53,7 +47,7 @@ def reinstate(session: Session, rt, voucher: Voucher, channel_id: str) -> None:
     Every holder session opened before it ends too, in every channel (each binding's session
     epoch moves on): a session still open on the lost phone, or opened from it while suspended,
     would otherwise issue codes again. The holder opens a new one through the channel."""
-    _held(session, voucher)
+    rowlock.held(session, voucher)
     if voucher.status == "cancelled":
         raise DomainError("voucher_cancelled", "The voucher is cancelled")
     if voucher.status == "suspended":
@@ -74,7 +68,7 @@ def cancel(session: Session, rt, voucher: Voucher, *, by: str) -> dict:
     change anything are refused, and no reinstatement brings it back. The person may activate
     again through a channel and gets a new voucher id (card replacement). Cancelling a cancelled
     voucher changes nothing."""
-    _held(session, voucher)
+    rowlock.held(session, voucher)
     if voucher.status != "cancelled":
         now = utc(rt.clock.now())
         voucher.status, voucher.tokens_valid_after = "cancelled", now

@@ -110,35 +110,34 @@ class SqlStore:
             raise StoreUnavailable(str(exc.__class__.__name__)) from exc
         return count <= limit, start + window - now
 
-    def remember(self, group: str, member: str, ttl: int) -> None:
-        self._add("set", f"{group}|{member}", ttl)
-
-    def members(self, group: str) -> list[str]:
-        prefix = f"{group}|"
+    def _read(self, stmt, params: dict | None = None) -> list:
+        """The rows of a read on a connection of its own; StoreUnavailable if it fails."""
         try:
             with self.engine.connect() as conn:
-                rows = conn.execute(_MEMBERS, {"n": len(prefix), "prefix": prefix,
-                                               "now": int(self.clock())}).scalars().all()
+                return conn.execute(stmt, params or {}).all()
         except SQLAlchemyError as exc:
             raise StoreUnavailable(str(exc.__class__.__name__)) from exc
-        return [k[len(prefix):] for k in rows]
+
+    @staticmethod
+    def _set_key(group: str, member: str = "") -> str:
+        """A set member's key; with no member, the prefix every member's key of the set starts with."""
+        return f"{group}|{member}"
+
+    def remember(self, group: str, member: str, ttl: int) -> None:
+        self._add("set", self._set_key(group, member), ttl)
+
+    def members(self, group: str) -> list[str]:
+        prefix = self._set_key(group)
+        rows = self._read(_MEMBERS, {"n": len(prefix), "prefix": prefix, "now": int(self.clock())})
+        return [key[len(prefix):] for (key,) in rows]
 
     def has_member(self, group: str, member: str) -> bool:
         # By its whole key, the table's primary key: found through the index, where a scan reads
         # the set's members by their first characters (`members`, for the rare full read).
-        try:
-            with self.engine.connect() as conn:
-                row = conn.execute(_HAS_MEMBER, {"key": f"{group}|{member}", "now": int(self.clock())}).first()
-        except SQLAlchemyError as exc:
-            raise StoreUnavailable(str(exc.__class__.__name__)) from exc
-        return row is not None
+        return bool(self._read(_HAS_MEMBER, {"key": self._set_key(group, member), "now": int(self.clock())}))
 
     def ping(self) -> None:
-        try:
-            with self.engine.connect() as conn:
-                conn.execute(text("SELECT 1"))
-        except SQLAlchemyError as exc:
-            raise StoreUnavailable(str(exc.__class__.__name__)) from exc
+        self._read(text("SELECT 1"))
 
 
 _HIT_LUA = """
@@ -232,18 +231,20 @@ class RedisStore:
         count = self._call(self._hit_script, keys=[rkey], args=[window + 1])
         return count <= limit, retry
 
+    def _set_key(self, group: str) -> str:
+        return f"{self.prefix}:set:{{{group}}}"
+
     def remember(self, group: str, member: str, ttl: int) -> None:
-        key = f"{self.prefix}:set:{{{group}}}"
+        key = self._set_key(group)
         now = self.clock()
         self._call(self._remember_script, keys=[key], args=[ttl + 1, repr(float(now + ttl)), repr(float(now)), member])
 
     def members(self, group: str) -> list[str]:
-        key = f"{self.prefix}:set:{{{group}}}"
-        raw = self._call(self.client.zrangebyscore, key, self.clock(), "+inf")
+        raw = self._call(self.client.zrangebyscore, self._set_key(group), self.clock(), "+inf")
         return [m.decode() for m in raw]
 
     def has_member(self, group: str, member: str) -> bool:
-        score = self._call(self.client.zscore, f"{self.prefix}:set:{{{group}}}", member)
+        score = self._call(self.client.zscore, self._set_key(group), member)
         return score is not None and score >= self.clock()
 
     def ping(self) -> None:
