@@ -19,7 +19,7 @@ from __future__ import annotations
 import base64
 import re
 import struct
-from dataclasses import dataclass
+from typing import NamedTuple
 
 PREFIX = "EV1:"
 VERSION = 1
@@ -37,14 +37,16 @@ _ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ $%*+-./:"
 _BASE45 = re.compile(f"[{re.escape(_ALPHABET)}]*")
 _TWO = [_ALPHABET[n % 45] + _ALPHABET[n // 45] for n in range(2025)]  # the low 2 characters of n
 _VALUE = bytes.maketrans(_ALPHABET.encode(), bytes(range(45)))
+# base32 (RFC 4648) of a 10-byte voucher id: 80 bits, 8 groups of 10 bits, 2 characters each.
+_B32 = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
+_B32_PAIRS = [a + b for a in _B32 for b in _B32]
 
 
 class Malformed(ValueError):
     """Not a well-formed ev1 token."""
 
 
-@dataclass(frozen=True)
-class Ev1:
+class Ev1(NamedTuple):
     alg: str
     kid: str
     iat: int
@@ -65,7 +67,10 @@ def voucher_bytes(voucher_id: str) -> bytes:
 
 
 def _voucher_text(raw: bytes) -> str:
-    return base64.b32encode(raw).decode()
+    """base64.b32encode(raw).decode() for exactly 10 bytes, by table (a third of its time)."""
+    n, p = int.from_bytes(raw, "big"), _B32_PAIRS
+    return (p[n >> 70] + p[n >> 60 & 1023] + p[n >> 50 & 1023] + p[n >> 40 & 1023]
+            + p[n >> 30 & 1023] + p[n >> 20 & 1023] + p[n >> 10 & 1023] + p[n & 1023])
 
 
 def payload(alg: str, kid: str, iat: int, lifetime: int, region: str, voucher_id: str,
@@ -101,12 +106,28 @@ def b45decode(text: str) -> bytes:
     if rest == 1:
         raise ValueError("a lone last character")
     end = 3 * groups
-    words = [a + 45 * b + 2025 * c for a, b, c in zip(v[0:end:3], v[1:end:3], v[2:end:3])]
-    tail = v[-2] + 45 * v[-1] if rest else 0
-    if (words and max(words) > 0xFFFF) or tail > 0xFF:
+    # Every group at once, in C: the groups' first, second and third values each become one big
+    # integer with a 3-byte slot per group, and a + 45 b + 2025 c is then each group's number in
+    # its slot (at most 91,124, so no slot carries into the next). A number past 0xFFFF shows
+    # as a non-zero top byte of its slot.
+    slots = bytearray(end)
+    slots[2::3] = v[0:end:3]
+    a = int.from_bytes(slots, "big")
+    slots[2::3] = v[1:end:3]
+    b = int.from_bytes(slots, "big")
+    slots[2::3] = v[2:end:3]
+    n = (a + 45 * b + 2025 * int.from_bytes(slots, "big")).to_bytes(end, "big")
+    if n[0::3].count(0) != groups:
         raise ValueError("a group out of range")
-    raw = struct.pack(f">{groups}H", *words)
-    return raw + bytes((tail,)) if rest else raw
+    raw = bytearray(2 * groups)
+    raw[0::2] = n[1::3]
+    raw[1::2] = n[2::3]
+    if rest:
+        tail = v[-2] + 45 * v[-1]
+        if tail > 0xFF:
+            raise ValueError("a group out of range")
+        raw.append(tail)
+    return bytes(raw)
 
 
 def encode(signed: bytes, signature: bytes) -> str:

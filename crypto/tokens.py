@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import os
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from . import ev1, jws
 from .keyring import JOSE_ALG, Keyring, SigningKey
@@ -33,8 +33,7 @@ class TokenError(Exception):
         self.code = code
 
 
-@dataclass(frozen=True)
-class TokenClaims:
+class TokenClaims(NamedTuple):  # a tuple: built on every scan, in a third of a frozen dataclass's time
     format: str  # "ev1" | "jwt"
     alg: str  # "Ed25519" | "ES256" | "SM2"
     kid: str
