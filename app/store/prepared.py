@@ -21,10 +21,17 @@ from sqlalchemy.sql import ClauseElement
 
 class _Plan(NamedTuple):
     sql: str
-    names: tuple | None  # pyformat (%(name)s): the parameters' names in `order`; qmark (?): None
-    order: tuple  # (caller's key or None, constant, processor) per parameter
-    result: tuple | None  # result processors, one per column, or None when none applies
-    fields: tuple  # result column names
+    args: Callable[[dict], Any]  # the caller's parameters → the driver's (a dict or a tuple)
+    row: Callable[[Any], dict]  # a driver row → column key → value
+
+
+def _function(params: str, expr: str, env: dict) -> Callable:
+    """`lambda params: expr`, compiled once: the statement's parameters and columns written out
+    one by one, the way namedtuple and dataclasses write their methods. A generic loop over
+    them (with a test per value for a literal or a processor) cost a scan about 5 µs."""
+    namespace = dict(env)
+    exec(f"def f({params}):\n    return {expr}\n", namespace)  # the names are ours; values by reference
+    return namespace["f"]
 
 
 def dialect_insert(dialect):
@@ -61,25 +68,34 @@ class Prepared:
         named = compiled.positiontup is None
         names = list(compiled.binds) if named else list(compiled.positiontup)
         escaped = getattr(compiled, "escaped_bind_names", None) or {}
-        order = []
-        for name in names:
+        env, args = {}, []
+        for position, name in enumerate(names):
             bind = compiled.binds[name]
             proc = bind.type.dialect_impl(dialect).bind_processor(dialect)
             if bind.required or bind.callable is not None:
-                order.append((bind.key, None, proc))
+                expr = f"params[{bind.key!r}]"
+                if proc is not None:
+                    env[f"p{position}"] = proc
+                    expr = f"p{position}({expr})"
             else:  # a literal of the statement, e.g. status == 'active'
-                order.append((None, proc(bind.value) if proc else bind.value, None))
-        result, fields = None, ()
+                env[f"c{position}"] = proc(bind.value) if proc else bind.value
+                expr = f"c{position}"
+            args.append(f"{escaped.get(name, name)!r}: {expr}" if named else expr)
+        args_expr = "{" + ", ".join(args) + "}" if named else "(" + "".join(a + ", " for a in args) + ")"
         # A SELECT's columns, or the RETURNING columns of an INSERT/UPDATE (empty without RETURNING).
         columns = getattr(stmt, "selected_columns", None)
         if columns is None:
             columns = getattr(stmt, "exported_columns", ())
-        if len(columns):
-            fields = tuple(c.key for c in columns)
-            procs = tuple(c.type.dialect_impl(dialect).result_processor(dialect, None) for c in columns)
-            result = procs if any(procs) else None
-        sql_names = tuple(escaped.get(n, n) for n in names) if named else None
-        return _Plan(compiled.string, sql_names, tuple(order), result, fields)
+        fields = []
+        for position, column in enumerate(columns):
+            proc = column.type.dialect_impl(dialect).result_processor(dialect, None)
+            expr = f"row[{position}]"
+            if proc is not None:
+                env[f"r{position}"] = proc
+                expr = f"r{position}({expr})"
+            fields.append(f"{column.key!r}: {expr}")
+        return _Plan(compiled.string, _function("params", args_expr, env),
+                     _function("row", "{" + ", ".join(fields) + "}", env))
 
     def run(self, conn: Connection, params: dict[str, Any]):
         """Execute in `conn`'s transaction; returns the DBAPI cursor."""
@@ -87,9 +103,7 @@ class Prepared:
 
     def _execute(self, conn: Connection, params: dict[str, Any]):
         plan = self._plan(conn.dialect)
-        values = [const if key is None else (proc(params[key]) if proc else params[key])
-                  for key, const, proc in plan.order]
-        args: Any = dict(zip(plan.names, values)) if plan.names is not None else values
+        args = plan.args(params)
         if not conn.in_transaction():  # what SQLAlchemy's autobegin does: conn.commit() then commits this
             conn.begin()
         raw = conn.connection.driver_connection
@@ -106,11 +120,7 @@ class Prepared:
         """The first row as a dict of column key → value, or None."""
         plan, cursor = self._execute(conn, params)
         row = cursor.fetchone()
-        if row is None:
-            return None
-        if plan.result is not None:
-            row = [p(v) if p else v for p, v in zip(plan.result, row)]
-        return dict(zip(plan.fields, row))
+        return None if row is None else plan.row(row)
 
     def scalar(self, conn: Connection, params: dict[str, Any]):
         """The first column of the first row, or None."""
