@@ -13,6 +13,9 @@ bp = Blueprint("holders", __name__, url_prefix="/v1/me")
 PIN = Field(str, pattern=r"\d{6}", max_len=6)
 REGION = Field(str, pattern=r"\d{6}", max_len=6)
 DATE = Field(str, pattern=r"\d{4}-\d{2}-\d{2}", max_len=10)
+QR_BODY = {"voucher_id": Field(str, required=False, max_len=32),
+           "format": Field(str, required=False, choices=("ev1", "jwt")),
+           "image": Field(str, required=False, choices=("svg", "png"))}
 
 
 def _me():
@@ -41,9 +44,7 @@ def me():
 @bp.post("/qr-tokens")
 @holder_required
 def qr_tokens():
-    data = body({"voucher_id": Field(str, required=False, max_len=32),
-                 "format": Field(str, required=False, choices=("ev1", "jwt")),
-                 "image": Field(str, required=False, choices=("svg", "png"))})
+    data = body(QR_BODY)
     rt = runtime()
     out = qr.issue(rt, g.auth, voucher_id=data.get("voucher_id"), fmt=data.get("format"),
                    image=data.get("image"))

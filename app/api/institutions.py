@@ -72,10 +72,13 @@ def calling_institution(*, scanning: bool = False):
     return rt, inst
 
 
+SCAN_BODY = {"token": Field(str, max_len=2048), "purpose": Field(str, choices=scans.PURPOSES)}
+
+
 @bp.post("/scans")
 @institution_required
 def create_scan():
-    data = body({"token": Field(str, max_len=2048), "purpose": Field(str, choices=scans.PURPOSES)})
+    data = body(SCAN_BODY)
     rt, inst = calling_institution(scanning=True)
     answer = scans.scan(rt, inst, data["token"], data["purpose"])  # JSON text, serialized once
     return current_app.response_class(answer + "\n", mimetype=current_app.json.mimetype)

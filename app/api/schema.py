@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import IO, Any, Callable
 
 import flask
+import orjson
 from flask import request
 from werkzeug.exceptions import ClientDisconnected
 from werkzeug.utils import cached_property
@@ -119,10 +120,15 @@ def json_object() -> dict:
     # is_json parses the media type (5 µs); the type every client sends is recognised as it is.
     if request.environ.get("CONTENT_TYPE") != "application/json" and not request.is_json:
         raise DomainError("invalid_request", "Body must be application/json")
-    try:  # the bytes read above, parsed as request.get_json would, without its checks again
-        data = json.loads(raw)
-    except (ValueError, RecursionError):  # not JSON, not UTF-8, or nested deeper than the parser goes
-        data = None
+    try:  # orjson: a ninth of the json module's time on a scan's body
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        # What orjson refuses, the json module (which request.get_json uses) may still read: a
+        # lone surrogate escape, then refused by name in `validate`, a byte order mark, UTF-16.
+        try:
+            data = json.loads(raw)
+        except (ValueError, RecursionError):  # not JSON, or nested deeper than the parser goes
+            data = None
     if not isinstance(data, dict):
         raise _bad("Body must be a JSON object")
     return data
@@ -130,22 +136,20 @@ def json_object() -> dict:
 
 def validate(data: dict, fields: dict[str, Field]) -> dict:
     """Check `data` against `fields`: unknown fields, missing fields, types and ranges."""
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
+    if not data.keys() <= fields.keys():
+        unknown = sorted(set(data) - set(fields))
         if not plain_text(unknown[0]):  # not echoed back: it could not even be encoded
             raise _bad("Unknown field")
         raise _bad(f"Unknown field: {unknown[0]}", unknown[0])
     out = {}
     for name, spec in fields.items():
-        if name not in data or data[name] is None:
+        value = data.get(name)
+        if value is None:
             if spec.required:
                 raise _bad(f"Missing field: {name}", name)
             continue
-        value = data[name]
-        types = spec.type if isinstance(spec.type, tuple) else (spec.type,)
-        if isinstance(value, bool) and bool not in types:
-            raise _bad(f"Field {name} has the wrong type", name)
-        if not isinstance(value, types):
+        if not isinstance(value, spec.type) or (
+                isinstance(value, bool) and bool not in (spec.type if isinstance(spec.type, tuple) else (spec.type,))):
             raise _bad(f"Field {name} has the wrong type", name)
         if isinstance(value, str):
             if spec.max_len is not None and len(value) > spec.max_len:
@@ -154,7 +158,7 @@ def validate(data: dict, fields: dict[str, Field]) -> dict:
                 raise _bad(f"Field {name} contains characters that are not allowed", name)
             if spec.pattern and not re.fullmatch(spec.pattern, value, re.ASCII):  # \d is 0-9 only
                 raise _bad(f"Field {name} has an invalid format", name)
-        if isinstance(value, int) and not isinstance(value, bool):
+        elif isinstance(value, int) and not isinstance(value, bool):
             if spec.min is not None and value < spec.min or spec.max is not None and value > spec.max:
                 raise _bad(f"Field {name} is out of range", name)
         if spec.choices is not None and value not in spec.choices:
