@@ -11,8 +11,8 @@ It builds the same instance as bench/inprocess.py, wraps the scan path's functio
 (wall time, so on PostgreSQL and Redis a round trip counts in the section that waits for it;
 with --cpu, the thread's CPU time instead) and
 prints the mean µs per scan of each, beside GET /healthz's access line. Sections nest: `scan`
-holds `_scan`, which holds most of the others; `_write_phase.enter` is the writer lock and the
-rate count, `_write_phase.exit` the lock's release and the WAL checkpoint every 256th time.
+holds `_scan`, which holds most of the others; `writes.enter` is the writer lock, `_count` the
+rate count, `writes.exit` the lock's release and the WAL checkpoint every 256th time.
 
     .venv/bin/python bench/scan_sections.py --other-writer    # SQLite only
 
@@ -104,9 +104,10 @@ def run(args, tmp: str) -> None:
     from app.api import auth, institutions
     from app.services import scans
 
-    for name in ("_verify", "_load", "_check", "_body", "_write_accepted", "_count_and_mark", "_scan", "scan"):
+    for name in ("_verify", "_load", "_check", "_body", "_count", "_write_accepted", "_count_and_mark", "_scan",
+                 "scan"):
         timed(scans, name)
-    timed_context(scans, "_write_phase")
+    timed_context(scans, "writes")
     timed(auth, "claims_for")
     timed(institutions, "body")
     timed(logs, "access_log")

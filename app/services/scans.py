@@ -1,7 +1,6 @@
 """Scans at the institution: verify a QR token once and hand out the visit's ec_token."""
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import functools
 import logging
@@ -167,24 +166,21 @@ def _load(conn, claims):
 _LIMIT_DETAIL = "Too many scans from this institution"
 
 
-@contextlib.contextmanager
-def _write_phase(conn, rt, inst, mark=None):
-    """One short write transaction under the SQLite writer lock (app/store/writelock.py),
-    starting with this attempt's count against the institution's limit. The SQL store counts
-    inside `conn`'s transaction and a refusal at the limit rolls it back; Redis counts on its
-    own, and given `mark` (voucher, claims, now: the accepted path) also marks the token used,
-    in the same round trip. Yields False when that mark found the token already used."""
-    with writes(rt.engine):
-        try:
-            if mark is not None and rt.store.name != "sql":
-                fresh = _count_and_mark(rt, inst, *mark)
-            else:
-                limits.enforce(rt, "scan", inst.code, rt.config.scan_rate_per_minute, _LIMIT_DETAIL, conn=conn)
-                fresh = True
-        except DomainError:
-            conn.rollback()
-            raise
-        yield fresh
+def _count(conn, rt, inst, mark=None) -> bool:
+    """The start of a scan's one short write transaction, under the SQLite writer lock
+    (app/store/writelock.py, taken by the caller): this attempt's count against the
+    institution's limit. The SQL store counts inside `conn`'s transaction, and a refusal at the
+    limit rolls it back; Redis counts on its own and, given `mark` (voucher, claims, now: the
+    accepted path), also marks the token used in the same round trip. False when that mark
+    found the token already used."""
+    try:
+        if mark is not None and rt.store.name != "sql":
+            return _count_and_mark(rt, inst, *mark)
+        limits.enforce(rt, "scan", inst.code, rt.config.scan_rate_per_minute, _LIMIT_DETAIL, conn=conn)
+        return True
+    except DomainError:
+        conn.rollback()
+        raise
 
 
 def _scan(conn, rt, inst, text: str, purpose: str) -> dict:
@@ -198,20 +194,22 @@ def _scan(conn, rt, inst, text: str, purpose: str) -> dict:
         voucher, person, insurance_type = _load(conn, claims)
     except DomainError:
         conn.rollback()
-        with _write_phase(conn, rt, inst):
+        with writes(rt.engine):
+            _count(conn, rt, inst)
             conn.commit()
         raise
     try:
         facts = _check(rt, inst, voucher, person, insurance_type, claims, purpose, now)
     except DomainError as exc:
-        with _write_phase(conn, rt, inst):
+        with writes(rt.engine):
+            _count(conn, rt, inst)
             _refused(conn, voucher, inst, claims, purpose, exc.code)
         raise
     body = _body(rt, voucher, person, claims, purpose, facts, now)
     answer = orjson.dumps(body).decode()  # compact, non-ASCII kept: json.dumps's time / 8
     rows = _accepted_rows(inst, voucher, claims, purpose, body, answer, now, facts["shown"])  # before the lock
-    with _write_phase(conn, rt, inst, (voucher, claims, now)) as fresh:
-        if not (fresh and _write_accepted(conn, *rows)):
+    with writes(rt.engine):
+        if not (_count(conn, rt, inst, (voucher, claims, now)) and _write_accepted(conn, *rows)):
             # Nothing was written but the count, which stands: record the refusal with it.
             refusal = _not_written(conn, claims, facts["shown"])
             _refused(conn, voucher, inst, claims, purpose, refusal.code)
