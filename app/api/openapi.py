@@ -172,9 +172,9 @@ def document() -> dict:
                                                          *FROZEN, "rate_limited", "unauthorized", *COMMON)},
                                    security=HOLDER, body=_body({"phone": PHONE, "pin": PIN}, ["phone", "pin"]))},
         "/v1/me/channels/{channel_id}": {"delete": op(
-            "Unbind one channel (needs the PIN)", "holders",
-            {**_json(OBJ), **_err("channel_not_bound", "pin_invalid", "pin_locked", "pin_required", "rate_limited",
-                                  "unauthorized", *COMMON)},
+            "Unbind one channel (needs the PIN; also while reported lost, not once cancelled)", "holders",
+            {**_json(OBJ), **_err("channel_not_bound", "pin_invalid", "pin_locked", "pin_required", "voucher_cancelled",
+                                  "rate_limited", "unauthorized", *COMMON)},
             security=HOLDER, params=[path_param("channel_id")], body=_body({"pin": PIN}, ["pin"]))},
         "/v1/me/records": {"get": op("Usage records, newest first", "holders",
                                      {**_json(OBJ), **_err("forbidden", "voucher_not_found", *FROZEN, "invalid_request",
