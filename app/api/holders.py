@@ -82,7 +82,7 @@ def family_create():
 def family_accept(link_id: str):
     body({})
     rt, session, voucher = _me_to_change()
-    return jsonify(family.accept(session, rt, voucher, link_id))
+    return jsonify(family.accept(session, rt, voucher, link_id, binding_id=g.auth["bid"]))
 
 
 @bp.delete("/family/<link_id>")
@@ -119,7 +119,8 @@ def filings_cancel(filing_id: str):
 def pin():
     data = body({"old_pin": Field(str, required=False, pattern=r"\d{6}", max_len=6), "new_pin": PIN})
     rt, session, voucher = _me_to_change()
-    return jsonify(pins.change(session, rt, voucher, data.get("old_pin"), data["new_pin"]))
+    return jsonify(pins.change(session, rt, voucher, data.get("old_pin"), data["new_pin"],
+                               binding_id=g.auth["bid"]))
 
 
 @bp.put("/pin-free-limit")

@@ -145,16 +145,19 @@ def _find_held(session: Session, rt, voucher: Voucher, link_id: str) -> FamilyLi
     return link
 
 
-def accept(session: Session, rt, member_voucher: Voucher, link_id: str) -> dict:
-    """The member (over 16) accepts from their own voucher after a channel face check."""
+def accept(session: Session, rt, member_voucher: Voucher, link_id: str, *, binding_id: int) -> dict:
+    """The member (over 16) accepts from their own voucher after a face check made in the
+    channel binding (channel and channel user) the member's session was opened through."""
     from .activation import take_reverification
     link = _find_held(session, rt, member_voucher, link_id)
     if link.member_person_id != member_voucher.person_id or link.status != "pending":
         session.commit()  # keep a lazily expired status
         raise DomainError("family_link_not_found", "No pending invitation with this id for you")
+    def confirmed(subject):
+        return take_reverification(session, rt, member_voucher, "family_accept", subject, binding_id=binding_id)
+
     # A face check that names an invitation confirms that one only; one that names none, any.
-    if take_reverification(session, rt, member_voucher, "family_accept", link_id) is None and \
-            take_reverification(session, rt, member_voucher, "family_accept", None) is None:
+    if confirmed(link_id) is None and confirmed(None) is None:
         raise DomainError("reverification_required", "Confirm with a face check in your channel app first")
     link.status, link.accepted_at, link.expires_at = "active", utc(rt.clock.now()), None
     guardian = session.get(Voucher, link.guardian_voucher_id)

@@ -128,8 +128,10 @@ def _lock(session: Session, voucher: Voucher, now: dt.datetime) -> None:
                       locked_until=aware(voucher.pin_locked_until).isoformat())
 
 
-def change(session: Session, rt, voucher: Voucher, old_pin: str | None, new_pin: str) -> dict:
-    """Set a first PIN, change it with the old one, or reset it after a channel re-verification."""
+def change(session: Session, rt, voucher: Voucher, old_pin: str | None, new_pin: str, *,
+           binding_id: int) -> dict:
+    """Set a first PIN, change it with the old one, or reset it after a face check made in the
+    channel binding (channel and channel user) the holder's session was opened through."""
     from .activation import take_reverification
     checked = voucher.pin_hash is not None and old_pin is not None
     if checked:
@@ -140,7 +142,7 @@ def change(session: Session, rt, voucher: Voucher, old_pin: str | None, new_pin:
     if voucher.pin_hash is not None:  # read under the hold: a PIN set meanwhile is not overwritten
         if checked:
             kind = "pin_change"
-        elif take_reverification(session, rt, voucher, "pin_reset") is not None:
+        elif take_reverification(session, rt, voucher, "pin_reset", binding_id=binding_id) is not None:
             kind = "pin_reset"
         else:
             raise DomainError("pin_required", "Give the old PIN, or reset it after a channel face check")
