@@ -28,7 +28,9 @@ def _me_to_change():
     """As _me, for a request that changes the voucher or what hangs on it. A suspended voucher
     (reported lost) changes nothing until it is reinstated: the session asking may be the lost
     phone's. It still shows its state and its own records, and may report the loss and unbind a channel,
-    which only take access away (docs/decisions.md, "Loss report")."""
+    which only take access away (docs/decisions.md, "Loss report"). Refused here before any
+    work (a PIN try is not counted); the service checks again under the voucher's row lock
+    (`vouchers.hold_usable`) as it writes."""
     rt, session, voucher = _me()
     vouchers.require_usable(voucher)
     return rt, session, voucher
@@ -81,7 +83,7 @@ def family_create():
 def family_accept(link_id: str):
     body({})
     rt, session, voucher = _me_to_change()
-    return jsonify(family.accept(session, rt, voucher, link_id))
+    return jsonify(family.accept(session, rt, voucher, link_id, binding_id=g.auth["bid"]))
 
 
 @bp.delete("/family/<link_id>")
@@ -118,7 +120,8 @@ def filings_cancel(filing_id: str):
 def pin():
     data = body({"old_pin": Field(str, required=False, pattern=r"\d{6}", max_len=6), "new_pin": PIN})
     rt, session, voucher = _me_to_change()
-    return jsonify(pins.change(session, rt, voucher, data.get("old_pin"), data["new_pin"]))
+    return jsonify(pins.change(session, rt, voucher, data.get("old_pin"), data["new_pin"],
+                               binding_id=g.auth["bid"]))
 
 
 @bp.put("/pin-free-limit")
@@ -150,8 +153,7 @@ def phone():
 def unbind(channel_id: str):
     data = body({"pin": PIN})
     rt, session, voucher = _me()
-    pins.check(session, rt, voucher, data["pin"])
-    return jsonify(activation.unbind(session, rt, voucher, channel_id, by="holder"))
+    return jsonify(pins.unbind_channel(session, rt, voucher, channel_id, data["pin"]))
 
 
 @bp.get("/records")

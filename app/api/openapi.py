@@ -136,7 +136,8 @@ def document() -> dict:
                        security=HOLDER, body=_body({"id_number": S, "name": S, "relation": {"enum": list(RELATIONS)},
                                                     "document_ref": S}, ["id_number", "name", "relation"]))},
         "/v1/me/family/{link_id}/accept": {"post": op(
-            "Accept a link as the member (after a family_accept re-verification)", "holders",
+            "Accept a link as the member (after a family_accept face check of this session's channel user)",
+            "holders",
             {**_json(OBJ), **_err("family_link_not_found", "reverification_required", *FROZEN, "unauthorized")},
             security=HOLDER, params=[path_param("link_id")])},
         "/v1/me/family/{link_id}": {"delete": op(
@@ -153,7 +154,8 @@ def document() -> dict:
         "/v1/me/remote-care-filings/{filing_id}": {"delete": op(
             "Cancel a filing", "holders", {**_json(OBJ), **_err("filing_not_found", *FROZEN, "unauthorized")},
             security=HOLDER, params=[path_param("filing_id")])},
-        "/v1/me/pin": {"put": op("Set, change or reset the payment PIN", "holders",
+        "/v1/me/pin": {"put": op("Set, change or reset the payment PIN (reset: after a pin_reset face check of this "
+                                 "session's channel user)", "holders",
                                  {**_json(OBJ), **_err("pin_invalid", "pin_locked", "pin_too_weak", "pin_required",
                                                        *FROZEN, "rate_limited", "unauthorized", *COMMON)},
                                  security=HOLDER, body=_body({"old_pin": PIN, "new_pin": PIN}, ["new_pin"]))},
@@ -172,9 +174,9 @@ def document() -> dict:
                                                          *FROZEN, "rate_limited", "unauthorized", *COMMON)},
                                    security=HOLDER, body=_body({"phone": PHONE, "pin": PIN}, ["phone", "pin"]))},
         "/v1/me/channels/{channel_id}": {"delete": op(
-            "Unbind one channel (needs the PIN)", "holders",
-            {**_json(OBJ), **_err("channel_not_bound", "pin_invalid", "pin_locked", "pin_required", "rate_limited",
-                                  "unauthorized", *COMMON)},
+            "Unbind one channel (needs the PIN; also while reported lost, not once cancelled)", "holders",
+            {**_json(OBJ), **_err("channel_not_bound", "pin_invalid", "pin_locked", "pin_required", "voucher_cancelled",
+                                  "rate_limited", "unauthorized", *COMMON)},
             security=HOLDER, params=[path_param("channel_id")], body=_body({"pin": PIN}, ["pin"]))},
         "/v1/me/records": {"get": op("Usage records, newest first", "holders",
                                      {**_json(OBJ), **_err("forbidden", "voucher_not_found", *FROZEN, "invalid_request",
@@ -192,7 +194,8 @@ def document() -> dict:
             "Open a 15-minute holder session", {"channel_user_id": CHANNEL_USER, "request_id": REQUEST_ID},
             ["channel_user_id"], ("channel_not_bound", "voucher_cancelled")),
         "/v1/channels/{channel_id}/reverifications": _channel_call(
-            "Record a fresh face check for pin_reset, reinstate or family_accept",
+            "Record a fresh face check for pin_reset, reinstate or family_accept (serves this channel user's "
+            "sessions only)",
             {"channel_user_id": CHANNEL_USER, "face_verified": {"type": "boolean"},
              "purpose": {"enum": list(REVERIFICATION_PURPOSES)}, "link_id": S, "request_id": REQUEST_ID},
             ["channel_user_id", "face_verified", "purpose"],

@@ -185,8 +185,8 @@ def reverify(session: Session, rt, channel_id: str, p: dict) -> dict:
     binding = binding_for(session, channel_id, p["channel_user_id"])
     voucher = session.get(Voucher, binding.voucher_id)
     now = utc(rt.clock.now())
-    rv = Reverification(voucher_id=voucher.id, channel_id=channel_id, purpose=p["purpose"],
-                        subject=p.get("link_id"), verified_at=now,
+    rv = Reverification(voucher_id=voucher.id, channel_id=channel_id, binding_id=binding.id,
+                        purpose=p["purpose"], subject=p.get("link_id"), verified_at=now,
                         expires_at=now + dt.timedelta(seconds=REVERIFICATION_SECONDS))
     session.add(rv)
     records.record(session, voucher, "reverification", channel=channel_id, purpose=p["purpose"])
@@ -203,12 +203,17 @@ def reverify(session: Session, rt, channel_id: str, p: dict) -> dict:
 ANY_SUBJECT = object()
 
 
-def take_reverification(session: Session, rt, voucher: Voucher, purpose: str,
-                        subject=ANY_SUBJECT) -> Reverification | None:
+def take_reverification(session: Session, rt, voucher: Voucher, purpose: str, subject=ANY_SUBJECT, *,
+                        binding_id: int) -> Reverification | None:
     """Use up a fresh, unused re-verification of this purpose, if there is one: one naming
-    `subject` if given (None: one naming nothing), else any."""
+    `subject` if given (None: one naming nothing), else any.
+
+    Only one made through `binding_id`, the channel binding (channel and channel user) the
+    holder's session was opened through: a face check vouches for the person in front of that
+    channel's app, not for whoever holds a session of the voucher in another channel or account."""
     now = utc(rt.clock.now())
     q = select(Reverification).where(Reverification.voucher_id == voucher.id,
+                                     Reverification.binding_id == binding_id,
                                      Reverification.purpose == purpose, Reverification.used_at.is_(None))
     if subject is None:
         q = q.where(Reverification.subject.is_(None))

@@ -80,7 +80,9 @@ def create(session: Session, rt, guardian: Voucher, p: dict) -> dict:
     number = p["id_number"].upper()
     if member.id == guardian.person_id:
         raise DomainError("invalid_request", "You cannot link yourself")
-    rowlock.hold(session, Voucher, guardian.id)  # one link change per guardian at a time: the limit holds
+    # One link change per guardian at a time (the limit holds), and none after a loss report or
+    # a cancellation of the guardian's voucher.
+    vouchers.hold_usable(session, guardian)
     live = [lk for lk in links_of(session, rt, guardian) if lk.guardian_voucher_id == guardian.id and lk.status in LIVE]
     if any(lk.member_person_id == member.id for lk in live):
         raise DomainError("family_link_exists", "This member is already linked or invited")
@@ -126,24 +128,36 @@ def _find(session: Session, rt, voucher: Voucher, link_id: str) -> FamilyLink:
 def _find_held(session: Session, rt, voucher: Voucher, link_id: str) -> FamilyLink:
     """As _find, for a step that changes the link: changes of one link are serialised and the
     link is read again under that hold, so an accept or an end that found it live cannot
-    overwrite an end committed meanwhile. The hold is on the link's own row, which a scan of a
-    guardian's code share-locks before the guardian's voucher (app/services/scans.py): holding
-    the guardian's row first could deadlock with such a scan."""
-    link = rowlock.held(session, _find(session, rt, voucher, link_id))
+    overwrite an end committed meanwhile. The caller's own voucher is held and read again too
+    (`vouchers.hold_usable`): no change of it commits after its loss report or cancellation.
+
+    The rows are held in the order a scan of a guardian's code share-locks them
+    (app/services/scans.py): the member's voucher, the link, the guardian's voucher. Another
+    order could deadlock with such a scan."""
+    link = _find(session, rt, voucher, link_id)
+    if link.guardian_voucher_id == voucher.id:
+        rowlock.held(session, link)
+        vouchers.hold_usable(session, voucher)
+    else:
+        vouchers.hold_usable(session, voucher)
+        rowlock.held(session, link)
     _expire(link, utc(rt.clock.now()))
     return link
 
 
-def accept(session: Session, rt, member_voucher: Voucher, link_id: str) -> dict:
-    """The member (over 16) accepts from their own voucher after a channel face check."""
+def accept(session: Session, rt, member_voucher: Voucher, link_id: str, *, binding_id: int) -> dict:
+    """The member (over 16) accepts from their own voucher after a face check made in the
+    channel binding (channel and channel user) the member's session was opened through."""
     from .activation import take_reverification
     link = _find_held(session, rt, member_voucher, link_id)
     if link.member_person_id != member_voucher.person_id or link.status != "pending":
         session.commit()  # keep a lazily expired status
         raise DomainError("family_link_not_found", "No pending invitation with this id for you")
+    def confirmed(subject):
+        return take_reverification(session, rt, member_voucher, "family_accept", subject, binding_id=binding_id)
+
     # A face check that names an invitation confirms that one only; one that names none, any.
-    if take_reverification(session, rt, member_voucher, "family_accept", link_id) is None and \
-            take_reverification(session, rt, member_voucher, "family_accept", None) is None:
+    if confirmed(link_id) is None and confirmed(None) is None:
         raise DomainError("reverification_required", "Confirm with a face check in your channel app first")
     link.status, link.accepted_at, link.expires_at = "active", utc(rt.clock.now()), None
     guardian = session.get(Voucher, link.guardian_voucher_id)

@@ -1,25 +1,24 @@
 """The voucher's own state: loss report (挂失), reinstatement and cancellation (注销).
 
-Each change holds the voucher's row and reads it again first (`rowlock.held`): a change that read the
-voucher before another committed must not undo it. Above all a cancellation, which is terminal,
-must not be turned back into a suspension (which a reinstatement could then make active)."""
+Each change holds the voucher's row and reads it again first (`rowlock.held`, through
+`vouchers.hold_usable`): a change that read the voucher before another committed must not undo
+it. Above all a cancellation, which is terminal, must not be turned back into a suspension
+(which a reinstatement could then make active). Every holder change holds the same row
+(`vouchers.hold_usable`), so none commits after a loss report or a cancellation it raced."""
 from __future__ import annotations
 
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from ..errors import DomainError
 from ..store import rowlock
 from ..store.models import ChannelBinding, Voucher
 from . import records, revocations
-from .vouchers import utc
+from .vouchers import hold_usable, utc
 
 
 def report_lost(session: Session, rt, voucher: Voucher) -> dict:
     """Suspend at once in every channel; every outstanding token stops verifying."""
-    rowlock.held(session, voucher)
-    if voucher.status == "cancelled":
-        raise DomainError("voucher_cancelled", "The voucher is cancelled")
+    hold_usable(session, voucher, lost_ok=True)
     if voucher.status != "suspended":
         voucher.status, voucher.suspended_at = "suspended", utc(rt.clock.now())
         voucher.tokens_valid_after = voucher.suspended_at
@@ -47,9 +46,7 @@ def reinstate(session: Session, rt, voucher: Voucher, channel_id: str) -> None:
     Every holder session opened before it ends too, in every channel (each binding's session
     epoch moves on): a session still open on the lost phone, or opened from it while suspended,
     would otherwise issue codes again. The holder opens a new one through the channel."""
-    rowlock.held(session, voucher)
-    if voucher.status == "cancelled":
-        raise DomainError("voucher_cancelled", "The voucher is cancelled")
+    hold_usable(session, voucher, lost_ok=True)
     if voucher.status == "suspended":
         voucher.status, voucher.tokens_valid_after = "active", utc(rt.clock.now())
         session.execute(update(ChannelBinding).where(ChannelBinding.voucher_id == voucher.id)

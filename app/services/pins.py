@@ -15,7 +15,7 @@ from crypto.pins import is_weak_pin
 from ..errors import DomainError
 from ..store.models import Person, Voucher
 from . import limits, records, registry
-from .vouchers import aware, person_of, utc
+from .vouchers import aware, hold_usable, person_of, require_usable, utc
 
 MAX_FAILURES = 5
 LOCK_HOURS = 24
@@ -128,16 +128,21 @@ def _lock(session: Session, voucher: Voucher, now: dt.datetime) -> None:
                       locked_until=aware(voucher.pin_locked_until).isoformat())
 
 
-def change(session: Session, rt, voucher: Voucher, old_pin: str | None, new_pin: str) -> dict:
-    """Set a first PIN, change it with the old one, or reset it after a channel re-verification."""
+def change(session: Session, rt, voucher: Voucher, old_pin: str | None, new_pin: str, *,
+           binding_id: int) -> dict:
+    """Set a first PIN, change it with the old one, or reset it after a face check made in the
+    channel binding (channel and channel user) the holder's session was opened through."""
     from .activation import take_reverification
+    checked = voucher.pin_hash is not None and old_pin is not None
+    if checked:
+        check(session, rt, voucher, old_pin)  # it commits: before the hold
+    hold_usable(session, voucher)
     person = person_of(session, voucher)
     kind = "pin_set"
-    if voucher.pin_hash is not None:
-        if old_pin is not None:
-            check(session, rt, voucher, old_pin)
+    if voucher.pin_hash is not None:  # read under the hold: a PIN set meanwhile is not overwritten
+        if checked:
             kind = "pin_change"
-        elif take_reverification(session, rt, voucher, "pin_reset") is not None:
+        elif take_reverification(session, rt, voucher, "pin_reset", binding_id=binding_id) is not None:
             kind = "pin_reset"
         else:
             raise DomainError("pin_required", "Give the old PIN, or reset it after a channel face check")
@@ -151,6 +156,7 @@ def change(session: Session, rt, voucher: Voucher, old_pin: str | None, new_pin:
 def set_free_limit(session: Session, rt, voucher: Voucher, amount_fen: int, pin: str) -> dict:
     """Password-free limit (限额免密), 0-5,000 yuan in fen; needs the PIN."""
     check(session, rt, voucher, pin)
+    hold_usable(session, voucher)  # after the check, which commits
     if voucher.pin_initial:
         raise DomainError("pin_change_required", "Change the initial PIN first")
     voucher.pin_free_limit_fen = amount_fen
@@ -162,7 +168,18 @@ def set_free_limit(session: Session, rt, voucher: Voucher, amount_fen: int, pin:
 def change_phone(session: Session, rt, voucher: Voucher, phone: str, pin: str) -> dict:
     """A new phone number for the voucher's person; needs the PIN."""
     check(session, rt, voucher, pin)
+    hold_usable(session, voucher)  # after the check, which commits
     registry.set_phone(rt, person_of(session, voucher), phone)
     records.record(session, voucher, "phone_change")
     session.commit()
     return {"phone_masked": mask_phone(phone)}
+
+
+def unbind_channel(session: Session, rt, voucher: Voucher, channel_id: str, pin: str) -> dict:
+    """The holder ends the voucher's bindings in one channel; needs the PIN. Allowed while the
+    voucher is reported lost (it only takes access away), not once it is cancelled."""
+    from .activation import unbind
+    require_usable(voucher, lost_ok=True)  # before a PIN try is counted
+    check(session, rt, voucher, pin)
+    hold_usable(session, voucher, lost_ok=True)  # after the check, which commits
+    return unbind(session, rt, voucher, channel_id, by="holder")

@@ -8,16 +8,16 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ..errors import DomainError
-from ..store import rowlock
 from ..store.models import RemoteCareFiling, Voucher
 from . import records, registry
-from .vouchers import MUNICIPALITIES, china_date, filing_covers, person_of, same_pooling_area, utc
+from .vouchers import MUNICIPALITIES, china_date, filing_covers, hold_usable, person_of, same_pooling_area, utc
 
 MAX_FILING_DAYS = 366 * 2
 
 
 def switch(session: Session, rt, voucher: Voucher, region_code: str) -> dict:
     """Switch the active region among the person's active enrolments only."""
+    hold_usable(session, voucher)
     person = person_of(session, voucher)
     if registry.active_enrolment(session, person, region_code) is None:
         raise DomainError("region_not_enrolled", "You are not actively insured in that region")
@@ -57,9 +57,11 @@ def file(session: Session, rt, voucher: Voucher, p: dict) -> dict:
     if region.endswith("0000") and region[:2] not in MUNICIPALITIES:
         raise DomainError("invalid_request", "File for a prefecture (such as 410700), not a whole province",
                           field="care_region_code")
+    # Held before the active region is read: one filing change per person at a time (no two
+    # overlap), none after a loss report or a cancellation, none against a region just switched.
+    hold_usable(session, voucher)
     if same_pooling_area(region, voucher.active_region):
         raise DomainError("invalid_request", "Care in your own insured area needs no filing")
-    rowlock.hold(session, Voucher, voucher.id)  # one filing change per person at a time: no two overlap
     for old in session.scalars(select(RemoteCareFiling).where(RemoteCareFiling.person_id == voucher.person_id,
                                                              RemoteCareFiling.status == "active")):
         if filing_covers(old.care_region_code, region) and old.valid_from <= until and start <= old.valid_until:
@@ -74,6 +76,8 @@ def file(session: Session, rt, voucher: Voucher, p: dict) -> dict:
 
 
 def cancel(session: Session, rt, voucher: Voucher, filing_id: str) -> dict:
+    """Cancel one of the person's filings (a cancelled or superseded one stays as it is)."""
+    hold_usable(session, voucher)
     f = session.scalars(select(RemoteCareFiling).where(RemoteCareFiling.filing_id == filing_id,
                                                       RemoteCareFiling.person_id == voucher.person_id)).first()
     if f is None:

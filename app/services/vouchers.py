@@ -12,6 +12,7 @@ from crypto.masking import mask_id_number, mask_name, mask_phone
 
 from ..errors import DomainError
 from ..extensions import cache_put
+from ..store import rowlock
 from ..store.models import ChannelBinding, Person, Voucher
 from . import registry
 
@@ -92,12 +93,24 @@ def first_code_second(voucher) -> int | None:
     return None if after is None else int(aware(after).timestamp()) + 1
 
 
-def require_usable(voucher: Voucher) -> None:
-    """Refuse a suspended (reported lost) or cancelled voucher."""
-    if voucher.status == "suspended":
+def require_usable(voucher: Voucher, *, lost_ok: bool = False) -> None:
+    """Refuse a cancelled voucher, and a suspended (reported lost) one unless `lost_ok` (a step
+    that only takes access away, such as a loss report or an unbinding)."""
+    if voucher.status == "suspended" and not lost_ok:
         raise DomainError("voucher_suspended", "The voucher is reported lost (挂失) and suspended")
     if voucher.status == "cancelled":
         raise DomainError("voucher_cancelled", "The voucher is cancelled")
+
+
+def hold_usable(session: Session, voucher: Voucher, *, lost_ok: bool = False) -> Voucher:
+    """Hold the voucher's row, read it again (`rowlock.held`) and refuse it as `require_usable`
+    does. Every change of a voucher or of what hangs on it does this in the transaction that
+    writes, after anything that commits (`pins.check`): a loss report, a reinstatement and a
+    cancellation hold the same row, so a change that found the voucher usable before one of them
+    committed waits for it and is refused, instead of committing after it."""
+    rowlock.held(session, voucher)
+    require_usable(voucher, lost_ok=lost_ok)
+    return voucher
 
 
 def of_person(session: Session, person_id: int) -> Voucher | None:

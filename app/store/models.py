@@ -119,6 +119,9 @@ class Reverification(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     voucher_id: Mapped[int] = mapped_column(ForeignKey("vouchers.id"), index=True)
     channel_id: Mapped[str] = mapped_column(ForeignKey("channels.id"))
+    # The channel binding (channel user) that made the face check: only its sessions may use it
+    # (migration 0006; rows from before it name none and serve nobody).
+    binding_id: Mapped[int | None] = mapped_column(ForeignKey("channel_bindings.id"))
     purpose: Mapped[str] = mapped_column(String(32))
     subject: Mapped[str | None] = mapped_column(String(64))
     verified_at: Mapped[dt.datetime] = mapped_column(default=utcnow)

@@ -1,5 +1,5 @@
-"""Serialise read-check-write steps that belong to one row (a guardian's links, a person's
-filings) on both databases with one statement.
+"""Serialise read-check-write steps that belong to one row (a voucher's state and every holder
+change of it, a guardian's links, a person's filings) on both databases with one statement.
 
 `hold(session, Model, row_id)` updates the row to itself at the start of the step. On
 PostgreSQL that takes the row's lock until the transaction ends, so a parallel step on the same

@@ -329,6 +329,42 @@ def test_reverification_is_recorded_with_channel_and_time(world):
     assert exc.value.code == "face_verification_required"
 
 
+def test_a_pin_reset_face_check_serves_only_the_channel_user_that_made_it(world):
+    """A face check vouches for the person in front of one channel's app: a check made in WeChat
+    does not let the voucher's Alipay session, nor its session through another WeChat account,
+    set a PIN without the old one. Refused, it is not used up: the WeChat user's session resets."""
+    c, p = world.channel("wechat"), world.person("张丽")
+    c.activate(p["id_number"], "张丽", p["phone"], pin="258013", channel_user_id="wx_a")
+    c.activate(p["id_number"], "张丽", p["phone"], channel_user_id="wx_b")
+    own, other_account = ({"Authorization": f"Bearer {c.session(u)['access_token']}"} for u in ("wx_a", "wx_b"))
+    ali = world.holder("张丽", "alipay", pin=None)
+    other_channel = ali["headers"]
+    c.reverify("wx_a", "pin_reset")
+    for headers in (other_channel, other_account):
+        resp = world.client.put("/v1/me/pin", json={"new_pin": "470136"}, headers=headers)
+        assert resp.status_code == 403 and problem_code(resp) == "pin_required"
+    assert world.client.put("/v1/me/pin", json={"new_pin": "470136"}, headers=own).status_code == 200
+    world.channel("alipay").reverify(ali["channel_user_id"], "pin_reset")
+    assert world.client.put("/v1/me/pin", json={"new_pin": "581247"}, headers=other_channel).status_code == 200
+    kinds = [r["kind"] for r in world.client.get("/v1/me/records", headers=own).get_json()["items"]]
+    assert kinds.count("pin_reset") == 2
+
+
+def test_a_family_accept_face_check_serves_only_the_channel_user_that_made_it(world):
+    """Likewise accepting an invitation: a face check made in WeChat does not let the member's
+    Alipay session accept; the WeChat session does."""
+    g = world.holder("王建国")
+    link = world.client.post("/v1/me/family", headers=g["headers"], json={
+        "id_number": world.person("李秀英")["id_number"], "name": "李秀英", "relation": "child"}).get_json()
+    wx, ali = world.holder("李秀英"), world.holder("李秀英", "alipay", pin=None)
+    world.channel("wechat").reverify(wx["channel_user_id"], "family_accept", link_id=link["link_id"])
+    world.channel("wechat").reverify(wx["channel_user_id"], "family_accept")
+    resp = world.client.post(f"/v1/me/family/{link['link_id']}/accept", json={}, headers=ali["headers"])
+    assert resp.status_code == 403 and problem_code(resp) == "reverification_required"
+    resp = world.client.post(f"/v1/me/family/{link['link_id']}/accept", json={}, headers=wx["headers"])
+    assert resp.status_code == 200 and resp.get_json()["status"] == "active"
+
+
 @pytest.mark.parametrize("before,after", [("default", "gm"), ("gm", "default")])
 def test_persons_imported_before_a_crypto_profile_change_still_activate(make_world, make_config, clock,
                                                                          before, after):

@@ -449,3 +449,141 @@ def test_a_loss_report_that_found_the_voucher_active_leaves_a_cancellation_stand
     with pytest.raises(ChannelError) as refused:
         world.channel("wechat").reverify(h["channel_user_id"], "reinstate")
     assert refused.value.code == "voucher_cancelled"
+
+
+def _cancel(world, voucher_id: str) -> dict:
+    """What `evoucher vouchers cancel` does."""
+    from app.services import loss, vouchers
+    with world.app.app_context():
+        session = world.rt.session()
+        return loss.cancel(session, world.rt, vouchers.by_public_id(session, voucher_id), by="operator")
+
+
+def _change_racing(world, monkeypatch, headers, request, stop):
+    """Send `request` (method, path, body) with `headers`; `stop` (a loss report or a
+    cancellation) runs to its end in another thread after the request has read the voucher
+    (the session's lookup, which every holder request starts with) and before it writes.
+    Returns (what `stop` returned, the answer)."""
+    from app.services import activation
+    original, stopped = activation.holder_from_claims, []
+
+    def read_then_stop(session, claims):
+        voucher = original(session, claims)
+        if not stopped:
+            stopped.append(None)  # the report's own request reads through here too
+            t = threading.Thread(target=lambda: stopped.append(stop()))
+            t.start()
+            t.join()
+        return voucher
+    monkeypatch.setattr(activation, "holder_from_claims", read_then_stop)
+    method, path, body = request
+    try:
+        answer = getattr(world.app.test_client(), method)(path, json=body, headers=headers)
+    finally:
+        monkeypatch.setattr(activation, "holder_from_claims", original)
+    return stopped[1], answer
+
+
+# Every holder request that changes the voucher or what hangs on it, with a body that succeeds on
+# the voucher `_holder_with_changes_to_make` prepares.
+HOLDER_CHANGES = {
+    "region_switch": lambda c: ("put", "/v1/me/active-region", {"region_code": c["other_region"]}),
+    "filing_create": lambda c: ("post", "/v1/me/remote-care-filings", {
+        "care_region_code": "320600", "valid_from": c["today"], "valid_until": c["today"]}),
+    "filing_cancel": lambda c: ("delete", f"/v1/me/remote-care-filings/{c['filing_id']}", None),
+    "family_link": lambda c: ("post", "/v1/me/family", {
+        "id_number": c["minor_id_number"], "name": "高翔", "relation": "guardian", "document_ref": "户口簿 1"}),
+    "family_accept": lambda c: ("post", f"/v1/me/family/{c['invitation_id']}/accept", {}),
+    "family_end": lambda c: ("delete", f"/v1/me/family/{c['link_id']}", None),
+    "pin_free_limit": lambda c: ("put", "/v1/me/pin-free-limit", {"amount_fen": 5000, "pin": "258013"}),
+    "phone": lambda c: ("put", "/v1/me/phone", {"phone": "13700001111", "pin": "258013"}),
+    "pin_change": lambda c: ("put", "/v1/me/pin", {"old_pin": "258013", "new_pin": "470136"}),
+    "pin_reset": lambda c: ("put", "/v1/me/pin", {"new_pin": "470136"}),
+}
+
+
+def _holder_with_changes_to_make(world):
+    """刘洋 (insured in Xinxiang and Beijing) with a filing, a minor linked, 王建国's invitation
+    pending, and face checks in the holder's own channel for accepting it and for a PIN reset."""
+    import datetime as dt
+    h = world.holder("刘洋", pin="258013")
+    today = dt.datetime.fromtimestamp(world.rt.clock.now(), dt.timezone(dt.timedelta(hours=8))).date().isoformat()
+    filing = world.client.post("/v1/me/remote-care-filings", headers=h["headers"], json={
+        "care_region_code": "320600", "valid_from": today, "valid_until": today}).get_json()
+    link = world.client.post("/v1/me/family", headers=h["headers"], json={
+        "id_number": world.person("王小明")["id_number"], "name": "王小明", "relation": "parent",
+        "document_ref": "出生证 1"}).get_json()
+    invitation = world.client.post("/v1/me/family", headers=world.holder("王建国")["headers"], json={
+        "id_number": world.person("刘洋")["id_number"], "name": "刘洋", "relation": "child"}).get_json()
+    assert invitation["status"] == "pending"
+    world.channel("wechat").reverify(h["channel_user_id"], "family_accept", link_id=invitation["link_id"])
+    world.channel("wechat").reverify(h["channel_user_id"], "pin_reset")
+    region = world.client.get("/v1/me", headers=h["headers"]).get_json()["active_region"]
+    return h, {"today": today, "filing_id": filing["filing_id"], "link_id": link["link_id"],
+               "invitation_id": invitation["link_id"], "minor_id_number": world.person("高翔")["id_number"],
+               "other_region": "410700" if region == "110000" else "110000"}
+
+
+def _holder_state(world, h) -> tuple:
+    """What any of HOLDER_CHANGES would change (the voucher's status aside), the face checks
+    left to use included, and the newest record's kind."""
+    from app.store.models import Reverification
+    me = world.client.get("/v1/me", headers=h["headers"]).get_json()
+    me.pop("status")
+    filings = world.client.get("/v1/me/remote-care-filings", headers=h["headers"]).get_json()["items"]
+    with world.rt.engine.connect() as conn:
+        pin_hash = conn.execute(select(Voucher.pin_hash).where(Voucher.voucher_id == h["voucher_id"])).scalar()
+        unused = conn.execute(select(Reverification.purpose).join(Voucher, Voucher.id == Reverification.voucher_id)
+                              .where(Voucher.voucher_id == h["voucher_id"], Reverification.used_at.is_(None))
+                              .order_by(Reverification.purpose)).scalars().all()
+    newest = world.client.get("/v1/me/records", headers=h["headers"]).get_json()["items"][0]["kind"]
+    return me, filings, pin_hash, unused, newest
+
+
+@pytest.mark.parametrize("change", sorted(HOLDER_CHANGES))
+def test_a_holder_change_that_found_the_voucher_usable_commits_nothing_after_a_loss_report_or_cancellation(
+        world, monkeypatch, change):
+    """Each holder change checks the voucher up front, then works (a PIN try, a lookup) and
+    writes. A loss report, then a cancellation, commits in between: the change must not commit
+    after it. It is refused with the voucher's state code and leaves everything as it was,
+    the face check it would have used included, and nothing is recorded after the report."""
+    h, ctx = _holder_with_changes_to_make(world)
+    request = HOLDER_CHANGES[change](ctx)
+    before = _holder_state(world, h)
+    report, answer = _change_racing(world, monkeypatch, h["headers"], request, lambda: world.app.test_client().post(
+        "/v1/me/loss-report", json={}, headers=h["headers"]))
+    assert report.status_code == 200, report.get_json()
+    assert answer.status_code == 403 and problem_code(answer) == "voucher_suspended", answer.get_json()
+    assert _holder_state(world, h) == (*before[:-1], "loss_report")
+    world.rt.clock.advance(5)
+    world.reinstate(h)
+    cancelled, answer = _change_racing(world, monkeypatch, h["headers"], request,
+                                       lambda: _cancel(world, h["voucher_id"]))
+    assert cancelled["status"] == "cancelled"
+    assert answer.status_code == 403 and problem_code(answer) == "voucher_cancelled", answer.get_json()
+    assert _holder_state(world, h) == (*before[:-1], "cancellation")
+
+
+def test_a_holder_unbinding_goes_on_after_a_loss_report_but_not_after_a_cancellation(world, monkeypatch):
+    """Unbinding only takes access away: a session of a voucher reported lost may still do it,
+    also one that read the voucher before the report committed. A cancelled voucher changes
+    nothing: an unbinding that read it before the cancellation committed is refused, and once
+    it is cancelled the unbinding is refused before the PIN is tried."""
+    h = world.holder("张丽", pin="258013")
+    for channel in ("alipay", "bank-icbc"):
+        world.holder("张丽", channel)
+    report, answer = _change_racing(world, monkeypatch, h["headers"],
+                                    ("delete", "/v1/me/channels/alipay", {"pin": "258013"}),
+                                    lambda: world.app.test_client().post("/v1/me/loss-report", json={},
+                                                                         headers=h["headers"]))
+    assert report.status_code == 200 and answer.status_code == 200, answer.get_json()
+    cancelled, answer = _change_racing(world, monkeypatch, h["headers"],
+                                       ("delete", "/v1/me/channels/bank-icbc", {"pin": "258013"}),
+                                       lambda: _cancel(world, h["voucher_id"]))
+    assert cancelled["status"] == "cancelled"
+    assert answer.status_code == 403 and problem_code(answer) == "voucher_cancelled", answer.get_json()
+    assert world.client.get("/v1/me", headers=h["headers"]).get_json()["channels"] == ["bank-icbc", "wechat"]
+    wrong = world.client.delete("/v1/me/channels/bank-icbc", json={"pin": "000111"}, headers=h["headers"])
+    assert wrong.status_code == 403 and problem_code(wrong) == "voucher_cancelled"
+    responses = world.client.get("/openapi.json").get_json()["paths"]["/v1/me/channels/{channel_id}"]["delete"]
+    assert "voucher_cancelled" in responses["responses"]["403"]["description"].removeprefix("codes: ").split(", ")

@@ -1,4 +1,4 @@
-"""The migrations build exactly the schema the models describe, and 0002 to 0005 go both ways."""
+"""The migrations build exactly the schema the models describe, and 0002 to 0006 go both ways."""
 from __future__ import annotations
 
 from alembic.autogenerate import compare_metadata
@@ -119,3 +119,39 @@ def test_unkeyed_request_digests_are_erased(tmp_path):
         assert "V1" in response
         migrate.downgrade(url, "0004")
         assert rows()[0][0] == fingerprint
+
+
+def test_reverifications_name_their_binding_both_ways(tmp_path):
+    """0006 adds the binding that made each face check; a face check recorded before it keeps its
+    row and names none (it then serves no session). Down to 0005 and up again."""
+    url = f"sqlite:///{tmp_path / 'd.db'}"
+    migrate.upgrade(url, "0005")
+    at = dt.datetime(2026, 11, 1, 8, 30, tzinfo=dt.timezone.utc)
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO persons (id, person_no, id_type, id_number_enc, id_index, name, "
+                          "created_at, updated_at) VALUES (1, 'P1', '01', x'00', 'i1', 'x', :t, :t)"), {"t": at})
+        conn.execute(text("INSERT INTO vouchers (id, voucher_id, person_id, status, active_region, pin_initial, "
+                          "pin_failures, pin_free_limit_fen, created_at, updated_at) VALUES "
+                          "(1, 'V1', 1, 'active', '110000', 0, 0, 0, :t, :t)"), {"t": at})
+        conn.execute(text("INSERT INTO channels (id, app_id, status, created_at) "
+                          "VALUES ('wechat', 'wx1', 'active', :t)"), {"t": at})
+        conn.execute(text("INSERT INTO reverifications (voucher_id, channel_id, purpose, verified_at, expires_at) "
+                          "VALUES (1, 'wechat', 'pin_reset', :t, :t)"), {"t": at})
+    engine.dispose()
+
+    def columns() -> tuple[list, dict]:
+        engine = make_engine(url)
+        names = [c["name"] for c in inspect(engine).get_columns("reverifications")]
+        with engine.connect() as conn:
+            row = conn.execute(text("SELECT * FROM reverifications")).mappings().one()
+        engine.dispose()
+        return names, dict(row)
+
+    for _ in range(2):
+        migrate.upgrade(url)
+        names, row = columns()
+        assert "binding_id" in names and row["binding_id"] is None and row["purpose"] == "pin_reset"
+        migrate.downgrade(url, "0005")
+        names, row = columns()
+        assert "binding_id" not in names and row["purpose"] == "pin_reset"
