@@ -53,11 +53,16 @@ class SignedCall:
 
 @dataclass(frozen=True)
 class Authenticated:
-    """What a scheme hands back once the signature verifies; freshness is checked after."""
+    """What a scheme hands back once the signature verifies; freshness is checked after.
+
+    `refusal` is a reason the scheme found to refuse a correctly signed request (the bank's
+    signed string reading as other fields). It is raised once the nonce is spent, so that the
+    signature can serve no other reading of the same signed content afterwards."""
 
     nonce: str
     timestamp: int
     payload: dict
+    refusal: DomainError | None = None
 
 
 class NonceStore(Protocol):
