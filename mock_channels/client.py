@@ -11,6 +11,7 @@ from typing import Any, Callable
 from urllib.parse import urlsplit
 
 from app.channels import channel_kind
+from app.channels.common import METHODS
 
 from . import identity
 from .alipay import AlipaySigner
@@ -107,6 +108,10 @@ class ChannelClient:
     def call(self, call: str, payload: dict) -> dict:
         """POST one signed call; the JSON answer, or ChannelError carrying the problem code."""
         payload = {"request_id": uuid.uuid4().hex, **payload}
+        if channel_kind(self.channel_id) == "bank":
+            # A bank signature does not cover the path, and sessions and unbindings take the same
+            # fields: naming the call keeps a captured body from serving the other endpoint.
+            payload.setdefault("method", METHODS[call])
         url = f"{self.base_url}/v1/channels/{self.channel_id}/{call}"
         req = self.signer.sign(call, url, payload, now=self.clock())
         status, data = self.send(req.method, req.url, req.headers, req.body)

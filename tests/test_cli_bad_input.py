@@ -397,6 +397,15 @@ def test_channel_serials_and_app_ids_fit_their_headers_and_columns(env, wechat_k
     assert count(env, "channels") == 0 and count(env, "channel_keys") == 0
 
 
+def test_a_bank_app_id_may_not_hold_an_ampersand(env, tmp_path):
+    """Every call would be refused: the bank's signed string joins fields with an unescaped '&'."""
+    from mock_channels.keys import ensure_keys
+    key = ensure_keys(tmp_path / "keys", "bank-icbc")[1]
+    fails(run("channels", "add", "--id", "bank-icbc", "--public-key", key, "--app-id", "icbc&01"), 1,
+          "app id may not hold '&'")
+    assert count(env, "channels") == 0 and count(env, "channel_keys") == 0
+
+
 def test_channel_key_file_that_cannot_be_read(env, wechat_key, monkeypatch):
     real_open = builtins.open
 

@@ -1,7 +1,7 @@
 """The OpenAPI 3.1 document, kept in step with the routes (a test compares it with the URL map)."""
 from __future__ import annotations
 
-from ..channels.common import CHANNEL_USER_PATTERN, NONCE_RE
+from ..channels.common import CHANNEL_USER_PATTERN, METHODS, NONCE_RE
 from ..errors import CODES
 from ..services.activation import PURPOSES as REVERIFICATION_PURPOSES
 from ..services.family import RELATIONS
@@ -79,9 +79,13 @@ def query_param(name: str, description: str) -> dict:
     return {"name": name, "in": "query", "required": False, "schema": S, "description": description}
 
 
-def _channel_call(summary: str, props: dict, required: list[str], extra_errors=()) -> dict:
+def _channel_call(call: str, summary: str, props: dict, required: list[str], extra_errors=()) -> dict:
+    method = {"type": "string", "const": METHODS[call],
+              "description": "optional: the call this body is signed for; a bank signature does not cover "
+                             "the path, so this keeps the body from serving another endpoint (docs/channels.md)"}
     return {"post": op(summary, "channels", {**_json(OBJ), **_err(*CHANNEL_ERRORS, *extra_errors)},
-                      security=CHANNEL, body=_body(props, required), params=[path_param("channel_id")])}
+                      security=CHANNEL, body=_body({**props, "method": method}, required),
+                      params=[path_param("channel_id")])}
 
 
 def document() -> dict:
@@ -184,25 +188,25 @@ def document() -> dict:
                                      security=HOLDER, params=[query_param("cursor", "next_cursor of the last page"),
                                                               query_param("voucher_id", "a linked member's voucher")])},
         "/v1/channels/{channel_id}/activations": _channel_call(
-            "Activate a voucher after the channel's real-name and face check",
+            "activations", "Activate a voucher after the channel's real-name and face check",
             {"request_id": REQUEST_ID, "channel_user_id": CHANNEL_USER, "id_type": S, "id_number": S, "name": S,
              "phone": PHONE, "face_verified": {"type": "boolean"}, "pin": PIN},
             ["request_id", "channel_user_id", "id_type", "id_number", "name", "phone", "face_verified"],
             ("unsupported_id_type", "invalid_id_number", "person_not_enrolled", "name_mismatch",
              "face_verification_required", "voucher_suspended", "pin_too_weak", "pin_invalid", "pin_locked")),
         "/v1/channels/{channel_id}/sessions": _channel_call(
-            "Open a 15-minute holder session", {"channel_user_id": CHANNEL_USER, "request_id": REQUEST_ID},
+            "sessions", "Open a 15-minute holder session", {"channel_user_id": CHANNEL_USER, "request_id": REQUEST_ID},
             ["channel_user_id"], ("channel_not_bound", "voucher_cancelled")),
         "/v1/channels/{channel_id}/reverifications": _channel_call(
-            "Record a fresh face check for pin_reset, reinstate or family_accept (serves this channel user's "
-            "sessions only)",
+            "reverifications", "Record a fresh face check for pin_reset, reinstate or family_accept (serves this "
+            "channel user's sessions only)",
             {"channel_user_id": CHANNEL_USER, "face_verified": {"type": "boolean"},
              "purpose": {"enum": list(REVERIFICATION_PURPOSES)}, "link_id": S, "request_id": REQUEST_ID},
             ["channel_user_id", "face_verified", "purpose"],
             ("face_verification_required", "channel_not_bound", "voucher_cancelled")),
         "/v1/channels/{channel_id}/unbindings": _channel_call(
-            "Unbind a channel user", {"channel_user_id": CHANNEL_USER, "request_id": REQUEST_ID}, ["channel_user_id"],
-            ("channel_not_bound",)),
+            "unbindings", "Unbind a channel user", {"channel_user_id": CHANNEL_USER, "request_id": REQUEST_ID},
+            ["channel_user_id"], ("channel_not_bound",)),
         "/m/": {"get": op("Holder page (mobile)", "pages", html)},
         "/scanner/": {"get": op("Institution desk scanner page", "pages", html)},
         "/scanner/decode": {"post": op("Decode a photo or camera frame of a QR code; limited per institution", "pages",

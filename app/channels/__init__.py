@@ -2,7 +2,9 @@
 
 Pure functions: the caller passes the request parts, the channel record, the clock and the
 nonce store. The order of checks is fixed for every scheme: the signature first, then the
-timestamp window, and only then the nonce, so that unsigned junk cannot burn nonces.
+timestamp window, and only then the nonce, so that unsigned junk cannot burn nonces. A signed
+request a scheme refuses for what it says (`Authenticated.refusal`) is refused after its nonce
+is spent.
 """
 from __future__ import annotations
 
@@ -48,6 +50,10 @@ def verify_call(info: ChannelInfo | None, *, call: str, method: str, path_and_qu
                                path_and_query=path_and_query, headers=headers, body=body)
     if abs(auth.timestamp - int(now)) > MAX_SKEW_SECONDS:
         raise DomainError("channel_request_replayed", "Timestamp outside the allowed window of 5 minutes")
+    # One nonce space per channel, whatever the call: a request signed for one endpoint that
+    # reached it cannot be presented at another (the bank scheme does not sign the path).
     if not nonces.use_nonce(info.id, auth.nonce, NONCE_TTL_SECONDS):
         raise DomainError("channel_request_replayed", "Nonce already used")
+    if auth.refusal is not None:
+        raise auth.refusal
     return SignedCall(channel=info.id, nonce=auth.nonce, timestamp=auth.timestamp, payload=auth.payload)

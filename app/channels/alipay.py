@@ -19,15 +19,9 @@ from datetime import datetime, timedelta, timezone
 from typing import Mapping
 from urllib.parse import parse_qsl
 
-from .common import (NONCE_RE, Authenticated, ChannelInfo, b64decode_strict, bad_request,
+from .common import (METHODS, NONCE_RE, Authenticated, ChannelInfo, b64decode_strict, bad_request,
                      bad_signature, json_object, lookup_key, rsa_sha256_verifies)
 
-METHODS = {
-    "activations": "evoucher.activation.create",
-    "sessions": "evoucher.session.create",
-    "reverifications": "evoucher.reverification.create",
-    "unbindings": "evoucher.unbinding.create",
-}
 CHINA_STANDARD_TIME = timezone(timedelta(hours=8))
 TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S"
 _TIMESTAMP = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}")

@@ -4,7 +4,8 @@ Headers X-Bank-App-Id, X-Bank-Timestamp (Unix seconds), X-Bank-Nonce, X-Bank-Sig
 (base64 of the DER SM2 signature, GM/T 0009, default user id 1234567812345678) and an
 optional X-Bank-Serial naming the key; without it every registered key is tried.
 The signed content is `canonical_string` of the JSON body's top-level fields plus app_id,
-timestamp and nonce.
+timestamp and nonce. Values are not escaped, so a value holding `&` (or a name holding `&` or
+`=`) makes the signed string read as other fields: such a request is refused (`unsplit_field`).
 """
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from typing import Any, Mapping
 
 from crypto import sm2
 
+from ..errors import DomainError
+from ..text import plain_text
 from .common import (NONCE_RE, Authenticated, ChannelInfo, b64decode_strict, bad_request,
                      bad_signature, header, json_object, lookup_key)
 
@@ -35,12 +38,35 @@ def canonical_value(value: Any) -> str:
         raise ValueError("a number out of JSON's range (such as 1e400) cannot be signed") from None
 
 
+def canonical_pairs(fields: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The (name, text) pairs of the signed content, sorted by name (ASCII order)."""
+    return [(key, canonical_value(fields[key])) for key in sorted(fields)]
+
+
 def canonical_string(fields: Mapping[str, Any]) -> str:
-    """`key=value&…` of the fields sorted by key (ASCII order); shared by signer and verifier."""
-    for key in fields:
-        if not isinstance(key, str) or not key or "=" in key or "&" in key:
-            raise ValueError(f"field name {key!r} cannot be signed")
-    return "&".join(f"{key}={canonical_value(fields[key])}" for key in sorted(fields))
+    """`key=value&…` of the fields sorted by key (ASCII order); shared by signer and verifier.
+
+    Exactly the partner's scheme: nothing is escaped, and a body whose string reads as other
+    fields is signed as it is (the verifier refuses it: `unsplit_field`)."""
+    return _join(canonical_pairs(fields))
+
+
+def _join(pairs: list[tuple[str, str]]) -> str:
+    return "&".join(f"{key}={text}" for key, text in pairs)
+
+
+def unsplit_field(pairs: list[tuple[str, str]]) -> str | None:
+    """The first field the signed string does not give back, or None when it splits back on `&`,
+    and each piece on its first `=`, into exactly `pairs`.
+
+    Otherwise two bodies sign alike: {"channel_user_id": "u&face_verified=true"} and
+    {"channel_user_id": "u", "face_verified": true} both read `channel_user_id=u&face_verified=true`,
+    and {"a=b": "c"} reads as {"a": "b=c"}. The string splits back exactly when every piece does."""
+    for key, text in pairs:
+        piece = f"{key}={text}"
+        if piece.split("&") != [piece] or piece.split("=", 1) != [key, text]:
+            return key
+    return None
 
 
 def signed_fields(payload: Mapping[str, Any], app_id: str, timestamp: str, nonce: str) -> dict:
@@ -98,11 +124,27 @@ def authenticate(info: ChannelInfo, *, call: str, method: str, path_and_query: s
         candidates = list(info.keys.values())
     payload = json_object(body, "Body")
     try:
-        message = canonical_string(signed_fields(payload, app_id, timestamp, nonce)).encode("utf-8")
+        pairs = canonical_pairs(signed_fields(payload, app_id, timestamp, nonce))
+        message = _join(pairs).encode("utf-8")
     except UnicodeEncodeError:
         raise bad_request("The body holds text that cannot be written as UTF-8 (a lone surrogate)") from None
-    except ValueError as exc:  # canonical_string's and signed_fields' own messages
+    except ValueError as exc:  # canonical_value's and signed_fields' own messages
         raise bad_request(str(exc)) from None
     if not any(_verifies(pem, message, signature) for pem in candidates):
         raise bad_signature("Signature does not verify")
-    return Authenticated(nonce=nonce, timestamp=int(timestamp), payload=payload)
+    return Authenticated(nonce=nonce, timestamp=int(timestamp), payload=payload,
+                         refusal=_ambiguity(unsplit_field(pairs)))
+
+
+def _ambiguity(field: str | None) -> DomainError | None:
+    """invalid_request naming the field whose `&` (or, in its name, `=`) the signed string cannot carry."""
+    if field is None:
+        return None
+    where = "Field name" if "&" in field or "=" in field else "The value of field"
+    shown = field if plain_text(field) else "(not shown)"  # not echoed if it could not be encoded
+    return DomainError(
+        "invalid_request",
+        f"{where} {shown} holds '&' or '=': the bank signature joins fields with '&' and names to values "
+        "with '=', unescaped, so this body would sign exactly as a different one. Leave '&' out of values "
+        "and '&' and '=' out of names.",
+        **({"field": field} if shown == field else {}))

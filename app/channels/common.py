@@ -17,6 +17,15 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from ..errors import DomainError
 
 CALLS = ("activations", "sessions", "reverifications", "unbindings")
+# Each call's name in Alipay's `method` parameter, and in the optional body field `method` on
+# every channel: a bank signature does not cover the path, so a body that names its call cannot
+# be presented at another endpoint (docs/channels.md).
+METHODS = {
+    "activations": "evoucher.activation.create",
+    "sessions": "evoucher.session.create",
+    "reverifications": "evoucher.reverification.create",
+    "unbindings": "evoucher.unbinding.create",
+}
 MAX_SKEW_SECONDS = 300
 # A stamp stays acceptable for 2 x MAX_SKEW (from 300 s before it to 300 s after it, inclusive,
 # on a clock read in whole seconds), so its nonce must be kept longer than that: a Redis key
@@ -53,11 +62,16 @@ class SignedCall:
 
 @dataclass(frozen=True)
 class Authenticated:
-    """What a scheme hands back once the signature verifies; freshness is checked after."""
+    """What a scheme hands back once the signature verifies; freshness is checked after.
+
+    `refusal` is a reason the scheme found to refuse a correctly signed request (the bank's
+    signed string reading as other fields). It is raised once the nonce is spent, so that the
+    signature can serve no other reading of the same signed content afterwards."""
 
     nonce: str
     timestamp: int
     payload: dict
+    refusal: DomainError | None = None
 
 
 class NonceStore(Protocol):

@@ -25,6 +25,9 @@ def add(session: Session, channel_id: str, public_pem: bytes, *, serial: str | N
     for label, value in (("serial", serial), ("app id", app_id)):
         if value and not _HEADER_TEXT.fullmatch(value):
             raise ValueError(f"{label} must be 1-64 printable ASCII characters without spaces")
+    if kind == "bank" and app_id and "&" in app_id:
+        # Signed unescaped in the bank's `key=value&…` string, which must split back (bank.unsplit_field).
+        raise ValueError("a bank channel's app id may not hold '&': its signature joins fields with '&', unescaped")
     public_pem = load_public_key(public_pem, kind)  # stored in its standard SubjectPublicKeyInfo form
     serial = serial or default_serial(public_pem)
     channel = session.get(Channel, channel_id)

@@ -50,6 +50,7 @@ from urllib.parse import urlencode
 import pytest
 
 from app.api.openapi import document
+from app.channels.common import METHODS as CALL_METHODS
 from app.logs import JsonFormatter
 from app.demo import make_id_number
 from mock_channels.alipay import METHODS as ALIPAY_METHODS
@@ -111,7 +112,7 @@ def _nobody_id_number() -> str:
 def json_bases(fx) -> dict:
     """A valid body per JSON operation (channel calls get a fresh request_id when sent)."""
     minor = fx.world.person("高翔")  # 14 years old on the frozen clock's day: linked at once
-    return {
+    bases = {
         ("POST", "/v1/scans"): {"token": fx.base_token, "purpose": "registration"},
         ("POST", "/v1/me/qr-tokens"): {"voucher_id": fx.member_voucher_id, "format": "ev1", "image": "svg"},
         ("PUT", "/v1/me/active-region"): {"region_code": "110000"},
@@ -134,6 +135,9 @@ def json_bases(fx) -> dict:
             "request_id": None},
         ("POST", "/v1/channels/{channel_id}/unbindings"): {"channel_user_id": "fuzz_user", "request_id": None},
     }
+    for op_key, call in CHANNEL_CALLS.items():  # each names the call it is signed for
+        bases[op_key]["method"] = CALL_METHODS[call]
+    return bases
 
 
 ACTIVATIONS = ("POST", "/v1/channels/{channel_id}/activations")
@@ -163,12 +167,14 @@ PASSES = {
     (ACTIVATIONS, "name", "empty"): NOT_ENROLLED,
     (ACTIVATIONS, "face_verified", "true"): NOT_ENROLLED,
     (ACTIVATIONS, "pin", "absent"): NOT_ENROLLED,
+    (ACTIVATIONS, "method", "absent"): NOT_ENROLLED,
     # The media type is not part of a channel's signature; the signed bytes are what count.
     (ACTIVATIONS, "*", "wrong-media-type"): NOT_ENROLLED,
 }
 for _call in ("sessions", "reverifications", "unbindings"):
     _key = ("POST", f"/v1/channels/{{channel_id}}/{_call}")
-    PASSES.update({(_key, "request_id", "absent"): NOT_BOUND, (_key, "*", "wrong-media-type"): NOT_BOUND})
+    PASSES.update({(_key, "request_id", "absent"): NOT_BOUND, (_key, "method", "absent"): NOT_BOUND,
+                   (_key, "*", "wrong-media-type"): NOT_BOUND})
 PASSES.update({(("POST", "/v1/channels/{channel_id}/reverifications"), prop, value): NOT_BOUND
                for prop, value in (("face_verified", "true"), ("link_id", "empty"), ("link_id", "absent"))})
 

@@ -27,12 +27,6 @@ def test_canonical_string_known_answer():
         "&nonce=n1&timestamp=1700000000")
 
 
-@pytest.mark.parametrize("name", ["a=b", "a&b", ""])
-def test_canonical_string_refuses_ambiguous_names(name):
-    with pytest.raises(ValueError):
-        canonical_string({name: "v"})
-
-
 @pytest.fixture
 def channel(sm2_keys):
     return ChannelInfo(id="bank-icbc", app_id=APP_ID, kind="bank",
@@ -241,3 +235,85 @@ def test_non_sm2_key_registered_for_a_bank_never_verifies(rsa_keys, sm2_keys, no
     with pytest.raises(DomainError) as exc:
         verify(info, headers, raw, nonces)
     assert exc.value.code == "channel_signature_invalid"
+
+
+# Pairs of bodies whose signed strings are the same (the scheme escapes nothing): the first is
+# what a partner signed, the second what an interceptor presents with its headers.
+SIGN_ALIKE = {
+    "amp-in-value": ({"channel_user_id": "u1", "face_verified": True, "purpose": "reinstate"},
+                     {"channel_user_id": "u1&face_verified=true", "purpose": "reinstate"}, "channel_user_id"),
+    "amp-in-name": ({"channel_user_id": "u1", "face_verified": True, "purpose": "reinstate"},
+                    {"channel_user_id=u1&face_verified": True, "purpose": "reinstate"},
+                    "channel_user_id=u1&face_verified"),
+    "equals-in-name": ({"channel_user_id": "u1=x"}, {"channel_user_id=u1": "x"}, "channel_user_id=u1"),
+}
+
+
+@pytest.mark.parametrize("case", SIGN_ALIKE.values(), ids=SIGN_ALIKE.keys())
+def test_a_body_that_signs_like_another_is_refused(channel, sm2_keys, nonces, case):
+    """The signed string must split back on `&` (each piece on its first `=`) into exactly the
+    fields that were signed; otherwise the one signature would serve both bodies."""
+    signed_body, presented, field = case
+    envelope = {"app_id": APP_ID, "timestamp": "1700000000", "nonce": "n1"}
+    assert canonical_string({**signed_body, **envelope}) == canonical_string({**presented, **envelope})
+    headers, raw = signed(sm2_keys[0][0], signed_body)
+    with pytest.raises(DomainError) as exc:
+        verify(channel, headers, json.dumps(presented).encode(), nonces, call="reverifications")
+    assert exc.value.code == "invalid_request"
+    assert exc.value.extra == {"field": field}
+    assert "'&'" in exc.value.detail and "would sign exactly as a different one" in exc.value.detail
+
+
+@pytest.mark.parametrize("body", [
+    {"channel_user_id": "u1&face_verified=true", "purpose": "reinstate"},
+    {"channel_user_id": "u1", "link": {"note": "a&b"}},  # a nested value's compact JSON
+    {"channel_user_id": "u1", "name": "张&三"},
+], ids=["top-level-string", "nested-value", "chinese-text"])
+def test_a_partner_request_holding_an_ampersand_is_refused(channel, sm2_keys, nonces, body):
+    headers, raw = signed(sm2_keys[0][0], body)
+    with pytest.raises(DomainError) as exc:
+        verify(channel, headers, raw, nonces, call="reverifications")
+    assert exc.value.code == "invalid_request"
+    assert exc.value.extra == {"field": next(key for key in body if "&" in json.dumps(body[key]))}
+    assert nonces.calls == [("bank-icbc", headers["X-Bank-Nonce"], NONCE_TTL_SECONDS)]
+
+
+def test_the_other_reading_of_a_refused_request_cannot_follow_it(channel, sm2_keys, nonces):
+    """The refusal comes after the nonce is spent: the body its signed string also reads as,
+    which verifies under the same signature, is then a replay rather than a reinstatement
+    without a face check."""
+    sent = {"channel_user_id": "u1&face_verified=true", "purpose": "reinstate"}
+    other_reading = {"channel_user_id": "u1", "face_verified": True, "purpose": "reinstate"}
+    headers, raw = signed(sm2_keys[0][0], sent)
+    with pytest.raises(DomainError) as exc:
+        verify(channel, headers, raw, nonces, call="reverifications")
+    assert exc.value.code == "invalid_request"
+    with pytest.raises(DomainError) as exc:
+        verify(channel, headers, json.dumps(other_reading).encode(), nonces, call="reverifications")
+    assert exc.value.code == "channel_request_replayed"
+
+
+def test_an_unsigned_body_with_an_ampersand_is_a_bad_signature_and_burns_no_nonce(sm2_keys, nonces):
+    info = ChannelInfo(id="bank-icbc", app_id=APP_ID, kind="bank", keys={"SERIALA000000000": sm2_keys[0][3]})
+    headers, raw = signed(sm2_keys[1][0], {"channel_user_id": "u1&x=1"})
+    with pytest.raises(DomainError) as exc:
+        verify(info, headers, raw, nonces, call="sessions")
+    assert exc.value.code == "channel_signature_invalid"
+    assert nonces.calls == []
+
+
+def test_ordinary_values_pass(channel, sm2_keys, nonces):
+    """Chinese names, digits, ids, and `=`, `%`, `+` or spaces inside a value split back unchanged."""
+    body = {**BODY, "name": "欧阳·娜娜", "channel_user_id": "icbc=7f3a+9c2e%1b 4d", "pin": "135790"}
+    headers, raw = signed(sm2_keys[0][0], body)
+    assert verify(channel, headers, raw, nonces).payload == body
+
+
+def test_a_bank_nonce_serves_one_call_in_the_channel_whatever_the_endpoint(channel, sm2_keys, nonces):
+    """The path is not signed: a session request presented at /unbindings after it reached
+    /sessions is a replay, because the nonce is spent for the channel, not for the path."""
+    headers, raw = signed(sm2_keys[0][0], {"channel_user_id": "icbc_1"})
+    assert verify(channel, headers, raw, nonces, call="sessions").payload == {"channel_user_id": "icbc_1"}
+    with pytest.raises(DomainError) as exc:
+        verify(channel, headers, raw, nonces, call="unbindings")
+    assert exc.value.code == "channel_request_replayed"
