@@ -25,6 +25,8 @@ from .vouchers import (china_date, filing_covers, first_code_second, iso_z, pers
                        same_pooling_area, utc)
 
 log = logging.getLogger(__name__)
+# The scans counter's child for each result, looked up once (a label lookup validates and locks).
+_counted = functools.cache(metrics.SCANS.labels)
 PURPOSES = ("registration", "outpatient_settlement", "inpatient_settlement", "pharmacy", "query", "emergency")
 PAYMENT_PURPOSES = ("outpatient_settlement", "inpatient_settlement", "pharmacy")
 
@@ -82,7 +84,7 @@ def scan(rt, inst, text: str, purpose: str) -> str:
         with rt.hot_connection() as conn:  # this thread's, kept open (app/store/hotconn.py)
             return _scan(conn, rt, inst, text, purpose)
     except DomainError as exc:
-        metrics.SCANS.labels(exc.code).inc()
+        _counted(exc.code).inc()
         raise
 
 
@@ -215,7 +217,7 @@ def _scan(conn, rt, inst, text: str, purpose: str) -> dict:
             _refused(conn, voucher, inst, claims, purpose, refusal.code)
             raise refusal
         conn.commit()
-    metrics.SCANS.labels("ok").inc()
+    _counted("ok").inc()
     logs.event(log, "scan accepted", token_id=claims.token_id, scan_id=body["scan_id"], institution=inst.code)
     return answer
 

@@ -54,12 +54,17 @@ class Prepared:
     def __init__(self, stmt: ClauseElement | Callable[[Any], ClauseElement]):
         self.stmt = stmt
         self._plans: dict[tuple[str, str], _Plan] = {}
+        self._last: tuple[Any, _Plan | None] = (None, None)  # (dialect, its plan): one service, one dialect
 
     def _plan(self, dialect) -> _Plan:
+        last = self._last  # one read: another thread may replace the pair meanwhile, never half of it
+        if last[0] is dialect:
+            return last[1]
         key = (dialect.name, dialect.driver)  # the driver decides the parameter style
         plan = self._plans.get(key)
         if plan is None:
             plan = self._plans[key] = self._compile(dialect)
+        self._last = (dialect, plan)
         return plan
 
     def _compile(self, dialect) -> _Plan:
