@@ -85,16 +85,15 @@ def rotate(session: Session, rt, alg: str | None = None, *, at_once: bool = Fals
     if newest is not None:  # one rotation at a time: a parallel one waits here, then sees this one's key
         rowlock.held(session, newest)
     now = utc(rt.clock.now())
-    live = [row for row in session.scalars(select(SigningKeyRow).where(SigningKeyRow.status.in_(("current", "retired"))))
-            if row.retired_at is None or aware(row.retired_at) > now]  # signing, or waiting to
+    rows = session.scalars(select(SigningKeyRow).where(SigningKeyRow.status.in_(("current", "retired"))))
+    live = [row for row in rows if row.retired_at is None or aware(row.retired_at) > now]  # signing, or waiting to
     waiting = [row for row in live if aware(row.signs_from) > now]
     if waiting and not (at_once or replace_pending):
         row = waiting[0]
         raise PendingKey(f"key {row.kid} is already published and signs from {stored_time(row.signs_from)}: "
                          "rotate again after that, or with --now to sign with a new key at once")
-    signs_from = now
-    if not at_once and len(live) > len(waiting):
-        signs_from = now + dt.timedelta(seconds=rt.config.key_lead_time)
+    signing = len(live) > len(waiting)
+    signs_from = now + dt.timedelta(seconds=rt.config.key_lead_time if signing and not at_once else 0)
     for row in live:
         row.status = "retired"
         row.retired_at = now if row in waiting else signs_from
