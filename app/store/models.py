@@ -180,7 +180,8 @@ class SigningKeyRow(Base):
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     # Signs from this instant (a rotation publishes a key a lead time before it signs) ...
     signs_from: Mapped[dt.datetime] = mapped_column()
-    # ... until this one (the next key's signs_from; None while it is the newest).
+    # ... until this one (the next key's signs_from; None while it is the newest; before
+    # signs_from for a key retired while it waited, which never signs).
     retired_at: Mapped[dt.datetime | None] = mapped_column()
     # Published and verifying until this instant (retirement + longest token lifetime + skew).
     publish_until: Mapped[dt.datetime | None] = mapped_column()
