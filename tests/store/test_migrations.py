@@ -1,4 +1,4 @@
-"""The migrations build exactly the schema the models describe, and 0002 to 0006 go both ways."""
+"""The migrations build exactly the schema the models describe, and 0002 to 0007 go both ways."""
 from __future__ import annotations
 
 from alembic.autogenerate import compare_metadata
@@ -122,8 +122,8 @@ def test_unkeyed_request_digests_are_erased(tmp_path):
 
 
 def test_an_existing_signing_key_signs_from_when_it_was_made(tmp_path):
-    """0006 gives each key the time it starts to sign: an existing key has signed since it was
-    made, so the service keeps signing with it after the upgrade; 0006 goes down and up again."""
+    """0007 gives each key the time it starts to sign: an existing key has signed since it was
+    made, so the service keeps signing with it after the upgrade; 0007 goes down and up again."""
     import base64
 
     from app import create_app
@@ -132,7 +132,7 @@ def test_an_existing_signing_key_signs_from_when_it_was_made(tmp_path):
     from crypto import keyring
     from tests.conftest import MASTER_KEY, FrozenClock
     url = f"sqlite:///{tmp_path / 'd.db'}"
-    migrate.upgrade(url, "0005")
+    migrate.upgrade(url, "0006")
     made = dt.datetime(2026, 11, 1, 8, 30, 15, 250000, tzinfo=dt.timezone.utc)
     key = keyring.generate("Ed25519")
     sealed = keyring.seal_private(base64.b64decode(MASTER_KEY), key)
@@ -155,7 +155,7 @@ def test_an_existing_signing_key_signs_from_when_it_was_made(tmp_path):
             rt = app.extensions["evoucher"]
             assert keys.keyring(rt, rt.session()).current.kid == key.kid
         rt.engine.dispose()
-        migrate.downgrade(url, "0005")
+        migrate.downgrade(url, "0006")
         engine = make_engine(url)
         assert "signs_from" not in {c["name"] for c in inspect(engine).get_columns("signing_keys")}
         engine.dispose()

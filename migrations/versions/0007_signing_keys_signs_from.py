@@ -8,15 +8,15 @@ since it was made: its `signs_from` is its `created_at`.
 
 Going down drops the column: a key still waiting to sign would then sign at once.
 
-Revision ID: 0006
-Revises: 0005
+Revision ID: 0007
+Revises: 0006
 """
 import sqlalchemy as sa
 from alembic import op
 
 
-revision = '0006'
-down_revision = '0005'
+revision = '0007'
+down_revision = '0006'
 branch_labels = None
 depends_on = None
 
