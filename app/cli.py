@@ -317,21 +317,25 @@ def keys() -> None:
     pass
 
 
-@keys.command("rotate", help="Add a new signing key; old keys stay published until their tokens expire.")
+@keys.command("rotate", help="Publish a new signing key, which signs once KEY_ROTATION_LEAD_TIME has passed "
+                              "(at once with --now); old keys stay published until their tokens expire.")
 @click.option("--alg", type=click.Choice(["Ed25519", "ES256", "SM2"]), default=None)
-def keys_rotate(alg) -> None:
+@click.option("--now", "at_once", is_flag=True,
+              help="Sign with the new key at once, as when the current key is compromised.")
+def keys_rotate(alg, at_once) -> None:
     from .extensions import runtime
     from .services import keys as svc
+    from .services.vouchers import stored_time
     app = _app()
     with app.app_context():
         rt = runtime()
         session = rt.session()
         try:
-            row = svc.rotate(session, rt, alg)
+            row = svc.rotate(session, rt, alg, at_once=at_once)
         except ValueError as exc:
             raise click.ClickException(str(exc)) from None
         session.commit()
-        click.echo(json.dumps({"kid": row.kid, "alg": row.alg}))
+        click.echo(json.dumps({"kid": row.kid, "alg": row.alg, "signs_from": stored_time(row.signs_from)}))
 
 
 def _http_url(value: str) -> bool:

@@ -38,6 +38,10 @@ class Config:
     token_lifetime: int = 60
     token_format: str = "ev1"
     clock_skew: int = 5
+    # How long a rotated-in signing key is published before it signs. The JWKS is served with
+    # max-age=60 and docs/token-format.md tells verifiers to refetch it at least every 10
+    # minutes: 15 minutes covers both with 5 to spare.
+    key_lead_time: int = 900
     institution_token_ttl: int = 900
     holder_token_ttl: int = 900
     ec_token_ttl: int = 1800
@@ -66,6 +70,7 @@ class Config:
             issuer=env.get("EVOUCHER_ISSUER", "evoucher"),
             token_lifetime=_int(env, "TOKEN_LIFETIME", 60, 15, 300),
             token_format=env.get("TOKEN_FORMAT", "ev1"),
+            key_lead_time=_int(env, "KEY_ROTATION_LEAD_TIME", 900, 120, 86400),
             pin_time_cost=_int(env, "PIN_HASH_TIME_COST", 3, 1, 20),
             pin_memory_cost=_int(env, "PIN_HASH_MEMORY_KIB", 65536, 8, 4 * 1024 * 1024),
             issue_rate_per_minute=_int(env, "RATE_ISSUE_PER_MINUTE", 30, 1, 100000),
@@ -93,6 +98,8 @@ class Config:
             raise ValueError("TOKEN_FORMAT must be 'ev1' or 'jwt'")
         if not 15 <= self.token_lifetime <= 300:
             raise ValueError("TOKEN_LIFETIME must be between 15 and 300 seconds")
+        if not 120 <= self.key_lead_time <= 86400:
+            raise ValueError("KEY_ROTATION_LEAD_TIME must be between 120 and 86400 seconds")
         # Only what the service runs on: a typo'd scheme fails here in words, not as a missing
         # driver module or an unparsable-URL exception deep in SQLAlchemy or redis-py.
         if self.database_url and not self.database_url.startswith(DATABASE_SCHEMES):

@@ -119,40 +119,92 @@ def test_vouchers_cancel_cancels_once_and_for_good(env, tmp_path):
         assert conn.execute(text("SELECT count(*) FROM usage_records WHERE kind = 'cancellation'")).scalar() == 1
 
 
-def test_keys_rotate_keeps_old_key_published_until_its_tokens_expire(env):
-    run("db", "upgrade")
+def _app_at(moment: float):
+    """An app on the CLI's database (the environment's settings) whose clock the test sets."""
     from app import create_app
     from app.config import Config
+    from tests.conftest import FrozenClock
+    return create_app(Config.from_env(), clock=FrozenClock(moment))
+
+
+def _signing_kid(app) -> str:
+    from app.services import keys as key_service
+    with app.app_context():
+        rt = app.extensions["evoucher"]
+        return key_service.keyring(rt, rt.session(), refresh=True).current.kid
+
+
+def _jwks_kids(app) -> set[str]:
+    return {k["kid"] for k in app.test_client().get("/.well-known/jwks.json").get_json()["keys"]}
+
+
+def _at(text: str) -> float:
+    import datetime as dt
+    assert text.endswith("Z")
+    return dt.datetime.fromisoformat(text[:-1] + "+00:00").timestamp()
+
+
+def test_keys_rotate_publishes_the_new_key_and_says_when_it_starts_signing(env):
+    """The first key signs at once; a rotated-in key is in the JWKS at once and signs after
+    KEY_ROTATION_LEAD_TIME (15 minutes); the old key verifies until every token it signed expired."""
+    import time
     from app.services import keys as key_service
     from crypto import tokens
-    app = create_app(Config.from_env())
-    client = app.test_client()
-    first = client.get("/.well-known/jwks.json").get_json()["keys"]
-    assert len(first) == 1 and first[0]["kty"] == "OKP" and first[0]["crv"] == "Ed25519"
+    run("db", "upgrade")
+    app = _app_at(time.time())
+    (old,) = _jwks_kids(app)
+    assert _signing_kid(app) == old
+    before = time.time()
+    out = run("keys", "rotate")
+    after = time.time()
+    assert out.exit_code == 0
+    rotated = json.loads(out.output)
+    signs_from = _at(rotated["signs_from"])
+    assert set(rotated) == {"kid", "alg", "signs_from"} and rotated["kid"] != old and rotated["alg"] == "Ed25519"
+    assert before + 900 <= signs_from <= after + 900
+    app.extensions["evoucher"].clock.t = after + 6  # past the worker's 5 s keyring cache
+    assert _jwks_kids(app) == {old, rotated["kid"]} and _signing_kid(app) == old
     with app.app_context():
         rt = app.extensions["evoucher"]
-        old = key_service.keyring(rt, rt.session()).current
+        rt.clock.t = signs_from - 1
+        last = tokens.issue(key_service.keyring(rt, rt.session()).current, voucher_id=tokens.new_voucher_id(),
+                            region="110000", iat=int(rt.clock.now()), lifetime=300, token_id=tokens.new_token_id())
+        rt.clock.t = signs_from
+        assert key_service.keyring(rt, rt.session()).current.kid == rotated["kid"]
+        rt.clock.t = signs_from + 300
+        assert tokens.verify(last, key_service.keyring(rt, rt.session()), int(rt.clock.now())).kid == old
+        rt.clock.t = signs_from + 961  # once every token it can have signed has expired, it is gone
+        assert key_service.keyring(rt, rt.session(), refresh=True).get(old) is None
+    assert _jwks_kids(app) == {rotated["kid"]}
+
+
+def test_keys_rotate_now_signs_at_once_and_a_second_rotation_waits_for_the_first(env):
     import time
-    old_token = tokens.issue(old, voucher_id=tokens.new_voucher_id(), region="110000", iat=int(time.time()),
-                             lifetime=60, token_id=tokens.new_token_id())
-    rotated = json.loads(run("keys", "rotate").output)
-    assert rotated["kid"] != old.kid
-    with app.app_context():
-        rt = app.extensions["evoucher"]
-        rt.keyring_cache.clear()  # as after the 5 s cache period
-        ring = key_service.keyring(rt, rt.session())
-        assert ring.current.kid == rotated["kid"]
-        assert tokens.verify(old_token, ring, int(time.time())).kid == old.kid
-    kids = {k["kid"] for k in client.get("/.well-known/jwks.json").get_json()["keys"]}
-    assert kids == {old.kid, rotated["kid"]}
-    with app.app_context():
-        rt = app.extensions["evoucher"]
-        # once every token it can have signed has expired, the old key is gone
-        rt.clock = type("Later", (), {"now": staticmethod(lambda: time.time() + 3600)})()
-        rt.keyring_cache.clear()
-        later = key_service.keyring(rt, rt.session())
-        assert later.get(old.kid) is None
-    assert {k["kid"] for k in client.get("/.well-known/jwks.json").get_json()["keys"]} == {rotated["kid"]}
+    run("db", "upgrade")
+    waiting = json.loads(run("keys", "rotate").output)
+    keys_before = _keys(env)
+    again = CliRunner().invoke(main, ["keys", "rotate"])
+    assert again.exit_code == 1 and _keys(env) == keys_before
+    assert (f"key {waiting['kid']} is already published and signs from {waiting['signs_from']}: rotate again "
+            "after that, or with --now to sign with a new key at once") in again.stderr
+    before = time.time()
+    out = run("keys", "rotate", "--now")
+    assert out.exit_code == 0
+    now = json.loads(out.output)
+    assert before <= _at(now["signs_from"]) <= time.time()
+    app = _app_at(time.time())
+    assert _signing_kid(app) == now["kid"] and {waiting["kid"], now["kid"]} <= _jwks_kids(app)
+    app.extensions["evoucher"].clock.t = _at(waiting["signs_from"]) + 1
+    assert _signing_kid(app) == now["kid"]  # the key that was waiting never signs
+
+
+def _keys(env) -> list[tuple]:
+    engine = create_engine(f"sqlite:///{env / 'evoucher.db'}")
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT kid, status, signs_from, retired_at, publish_until FROM signing_keys "
+                                 "ORDER BY id")).all()
+    engine.dispose()
+    return [tuple(row) for row in rows]
 
 
 def _current_alg(env) -> tuple[str, str]:
@@ -169,10 +221,26 @@ def test_db_upgrade_keeps_a_key_the_profile_signs_with_and_replaces_one_it_does_
     assert json.loads(run("keys", "rotate", "--alg", "ES256").output)["alg"] == "ES256"
     chosen = _current_alg(env)
     assert run("db", "upgrade").exit_code == 0 and _current_alg(env) == chosen  # the operator's choice stays
-    monkeypatch.setenv("CRYPTO_PROFILE", "gm")
+    monkeypatch.setenv("CRYPTO_PROFILE", "gm")  # the ES256 key that was waiting gives way
     assert run("db", "upgrade").exit_code == 0 and _current_alg(env)[1] == "SM2"
     monkeypatch.delenv("CRYPTO_PROFILE")
     assert run("db", "upgrade").exit_code == 0 and _current_alg(env)[1] == "Ed25519"
+
+
+def test_a_profile_change_publishes_the_new_algorithm_before_it_signs(env, monkeypatch):
+    """`db upgrade` after a CRYPTO_PROFILE change rotates as `keys rotate` does: offline scanners
+    get the new key (here SM2) in their JWKS before the first code it signs."""
+    import time
+    run("db", "upgrade")
+    (old,) = _jwks_kids(_app_at(time.time()))
+    monkeypatch.setenv("CRYPTO_PROFILE", "gm")
+    assert run("db", "upgrade").exit_code == 0
+    kid, _ = _current_alg(env)
+    signs_from = next(row[2] for row in _keys(env) if row[0] == kid)
+    app = _app_at(time.time())
+    assert _jwks_kids(app) == {old, kid} and _signing_kid(app) == old
+    app.extensions["evoucher"].clock.t = _at(signs_from.replace(" ", "T") + "Z")
+    assert _signing_kid(app) == kid
 
 
 def test_keys_rotate_refuses_an_algorithm_the_profile_does_not_sign_with(env, monkeypatch):

@@ -117,6 +117,7 @@ def json_row(person_no, id_number, **changes) -> str:
     ("REDIS_URL", "notredis://127.0.0.1", "REDIS_URL must start with redis://"),
     ("REDIS_URL", "redis://127.0.0.1:port/0", "REDIS_URL is not a valid Redis URL"),
     ("TOKEN_LIFETIME", "sixty", "TOKEN_LIFETIME must be an integer"),
+    ("KEY_ROTATION_LEAD_TIME", "60", "KEY_ROTATION_LEAD_TIME must be between 120 and 86400"),
     ("LOG_LEVEL", "loud", "LOG_LEVEL must be one of"),
 ])
 def test_malformed_settings_are_reported_by_name_before_anything_is_created(fresh, monkeypatch, name, value, words):

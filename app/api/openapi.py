@@ -97,7 +97,9 @@ def document() -> dict:
         "/metrics": {"get": op("Prometheus metrics", "ops", {"200": {"description": "text format",
                                                                      "content": {"text/plain": {}}}})},
         "/openapi.json": {"get": op("This document", "ops", _json(OBJ))},
-        "/.well-known/jwks.json": {"get": op("Public token-signing keys (RFC 7517)", "ops", _json(OBJ))},
+        "/.well-known/jwks.json": {"get": op("Public token-signing keys (RFC 7517): the signing key, a rotated-in "
+                                             "key before it signs, retired keys until their tokens expire",
+                                             "ops", _json(OBJ))},
         "/v1/oauth/token": {"post": op("Client-credentials access token (RFC 6749 §4.4), HTTP Basic", "institutions",
                                        {**_json({"type": "object", "properties": {
                                            "access_token": S, "token_type": S, "expires_in": {"type": "integer"}}}),

@@ -1,4 +1,11 @@
-"""Signing keys: creation, rotation and the cached keyring every worker verifies with."""
+"""Signing keys: creation, rotation and the cached keyring every worker verifies with.
+
+A rotation publishes the new key in the JWKS at once and lets it sign only from `signs_from`, a
+lead time later (KEY_ROTATION_LEAD_TIME), so that a scanner verifying offline from a cached JWKS
+already holds the key when the first code it signed arrives. The key it replaces signs until
+that instant (its `retired_at`) and stays published until every token it signed has expired
+(`publish_until`). Both are times written by the rotation: every worker switches on its own
+clock, and no process needs to be told."""
 from __future__ import annotations
 
 import dataclasses
@@ -9,11 +16,13 @@ from sqlalchemy.orm import Session
 
 from crypto import keyring as kr
 
+from ..store import rowlock
 from ..store.models import SigningKeyRow
-from .vouchers import aware, utc
+from .vouchers import aware, stored_time, utc
 
 MAX_QR_LIFETIME = 300
 CACHE_SECONDS = 5.0
+JWKS_MAX_AGE = 60  # seconds a client may cache /.well-known/jwks.json
 
 
 def _publish_window(rt) -> int:
@@ -21,10 +30,10 @@ def _publish_window(rt) -> int:
     return max(MAX_QR_LIFETIME, rt.config.holder_token_ttl, rt.config.institution_token_ttl) + 60
 
 
-def _store(session: Session, rt, key) -> SigningKeyRow:
+def _store(session: Session, rt, key, signs_from: dt.datetime) -> SigningKeyRow:
     row = SigningKeyRow(kid=key.kid, alg=key.alg, public_key=key.public,
                         private_sealed=kr.seal_private(rt.master_key, key, rt.config.crypto_profile),
-                        status="current")
+                        status="current", signs_from=signs_from)
     session.add(row)
     return row
 
@@ -48,38 +57,62 @@ def check_master_key(session: Session, rt) -> None:
 
 
 def ensure_signing_key(session: Session, rt) -> None:
-    """Create the first signing key for the configured profile when there is none, or a new one
-    when the profile changed and no longer signs with the current key's algorithm (an ES256 key
-    an operator chose stays current under the default profile)."""
-    current = session.scalars(select(SigningKeyRow).where(SigningKeyRow.status == "current")).first()
-    if current is None or current.alg not in rt.config.signing_algs:
-        rotate(session, rt)
+    """Create the first signing key for the configured profile when there is none (it signs at
+    once: no verifier can know an older one), or rotate to a key of the profile's algorithm
+    when the profile changed and the newest key is not one (an ES256 key an operator chose stays
+    under the default profile). That rotation pre-publishes like any other; a key of the old
+    profile still waiting to sign is withdrawn instead of refusing."""
+    newest = session.scalars(select(SigningKeyRow).where(SigningKeyRow.status == "current")).first()
+    if newest is None or newest.alg not in rt.config.signing_algs:
+        rotate(session, rt, replace_pending=True)
 
 
-def rotate(session: Session, rt, alg: str | None = None) -> SigningKeyRow:
-    """Make a new current key; the old one is retired but published until its tokens expire.
-    ValueError for an algorithm the profile does not sign with."""
+class PendingKey(ValueError):
+    """A rotation while the last one's key is still waiting to sign."""
+
+
+def rotate(session: Session, rt, alg: str | None = None, *, at_once: bool = False,
+           replace_pending: bool = False) -> SigningKeyRow:
+    """Publish a new key, which signs once the lead time has passed, or at once with `at_once`
+    (a compromised key) or when no key signs yet. The key signing until then is retired at that
+    instant and stays published until its tokens have expired. ValueError for an algorithm the
+    profile does not sign with; PendingKey when a key is still waiting to sign, unless `at_once`
+    or `replace_pending`: that key is then retired without ever signing."""
     if alg is not None and alg not in rt.config.signing_algs:
         raise ValueError(f"CRYPTO_PROFILE={rt.config.crypto_profile} signs with "
                          f"{' or '.join(rt.config.signing_algs)}, not {alg}")
+    newest = session.scalars(select(SigningKeyRow).where(SigningKeyRow.status == "current")).first()
+    if newest is not None:  # one rotation at a time: a parallel one waits here, then sees this one's key
+        rowlock.held(session, newest)
     now = utc(rt.clock.now())
-    for old in session.scalars(select(SigningKeyRow).where(SigningKeyRow.status == "current")):
-        old.status = "retired"
-        old.retired_at = now
-        old.publish_until = now + dt.timedelta(seconds=_publish_window(rt))
+    rows = session.scalars(select(SigningKeyRow).where(SigningKeyRow.status.in_(("current", "retired"))))
+    live = [row for row in rows if row.retired_at is None or aware(row.retired_at) > now]  # signing, or waiting to
+    waiting = [row for row in live if aware(row.signs_from) > now]
+    if waiting and not (at_once or replace_pending):
+        row = waiting[0]
+        raise PendingKey(f"key {row.kid} is already published and signs from {stored_time(row.signs_from)}: "
+                         "rotate again after that, or with --now to sign with a new key at once")
+    signing = len(live) > len(waiting)
+    signs_from = now + dt.timedelta(seconds=rt.config.key_lead_time if signing and not at_once else 0)
+    for row in live:
+        row.status = "retired"
+        row.retired_at = now if row in waiting else signs_from
+        row.publish_until = row.retired_at + dt.timedelta(seconds=_publish_window(rt))
     key = kr.generate(alg or rt.config.signing_alg)
     while session.scalars(select(SigningKeyRow).where(SigningKeyRow.kid == key.kid)).first():
         key = kr.generate(alg or rt.config.signing_alg)  # 32-bit kid: retry on the rare clash
-    row = _store(session, rt, key)
+    row = _store(session, rt, key, signs_from)
     session.flush()
     rt.keyring_cache.clear()
     return row
 
 
-def load_keyring(session: Session, rt) -> kr.Keyring:
-    """Current key plus retired keys still inside their publication window."""
+def load_keyring(session: Session, rt) -> tuple[kr.Keyring, float | None]:
+    """Every key still published (waiting to sign, signing, or retired inside its publication
+    window), with the one that signs now as current; and the Unix time at which another key
+    will sign, if one is waiting."""
     now = utc(rt.clock.now())
-    keys, current = [], None
+    keys, signing, unretired, switch = [], [], [], None
     for row in session.scalars(select(SigningKeyRow).where(SigningKeyRow.status.in_(("current", "retired")))):
         until = aware(row.publish_until)
         if row.status == "retired" and (until is None or until < now):
@@ -88,11 +121,19 @@ def load_keyring(session: Session, rt) -> kr.Keyring:
         if until is not None:
             key = dataclasses.replace(key, not_after=int(until.timestamp()))
         keys.append(key)
-        if row.status == "current":
-            current = row.kid
+        signs_from, retired_at = aware(row.signs_from), aware(row.retired_at)
+        if retired_at is None or retired_at > now:
+            unretired.append((signs_from, row.kid))
+            if signs_from <= now:
+                signing.append((signs_from, row.kid))
+            elif switch is None or signs_from < switch:
+                switch = signs_from
+    # A clock behind the one that made the first key (another host's) finds none signing yet:
+    # then the earliest key signs, rather than none.
+    current = max(signing)[1] if signing else min(unretired)[1] if unretired else None
     if current is None:
         raise RuntimeError("no current signing key: run `evoucher db upgrade` or `evoucher keys rotate`")
-    return kr.Keyring(keys, current)
+    return kr.Keyring(keys, current), switch.timestamp() if switch else None
 
 
 def keyring(rt, session: Session | None = None, *, refresh: bool = False) -> kr.Keyring:
@@ -102,8 +143,11 @@ def keyring(rt, session: Session | None = None, *, refresh: bool = False) -> kr.
     cached = rt.keyring_cache.get("ring")
     now = rt.clock.now()
     age = now - rt.keyring_cache.get("at", 0)
+    switch = rt.keyring_cache.get("switch")
     # A forced refresh (unknown kid) reloads at most once a second, so junk tokens cannot hammer the database.
-    if cached is None or age > CACHE_SECONDS or (refresh and age > 1.0):
-        cached = load_keyring(session if session is not None else rt.session(), rt)
-        rt.keyring_cache.update(ring=cached, at=now)
+    # A waiting key's time to sign reloads at that instant: the switch is on the dot in every worker.
+    if (cached is None or age > CACHE_SECONDS or (refresh and age > 1.0)
+            or (switch is not None and now >= switch)):
+        cached, switch = load_keyring(session if session is not None else rt.session(), rt)
+        rt.keyring_cache.update(ring=cached, at=now, switch=switch)
     return cached

@@ -178,8 +178,13 @@ class SigningKeyRow(Base):
     alg: Mapped[str] = mapped_column(String(16))
     public_key: Mapped[bytes] = mapped_column(LargeBinary)
     private_sealed: Mapped[bytes] = mapped_column(LargeBinary)
+    # `current`: the newest key (signing, or waiting to sign); `retired`: superseded.
     status: Mapped[str] = mapped_column(String(16), default="current")
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    # Signs from this instant (a rotation publishes a key a lead time before it signs) ...
+    signs_from: Mapped[dt.datetime] = mapped_column()
+    # ... until this one (the next key's signs_from; None while it is the newest; before
+    # signs_from for a key retired while it waited, which never signs).
     retired_at: Mapped[dt.datetime | None] = mapped_column()
     # Published and verifying until this instant (retirement + longest token lifetime + skew).
     publish_until: Mapped[dt.datetime | None] = mapped_column()

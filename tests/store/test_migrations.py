@@ -1,4 +1,4 @@
-"""The migrations build exactly the schema the models describe, and 0002 to 0006 go both ways."""
+"""The migrations build exactly the schema the models describe, and 0002 to 0007 go both ways."""
 from __future__ import annotations
 
 from alembic.autogenerate import compare_metadata
@@ -155,3 +155,43 @@ def test_reverifications_name_their_binding_both_ways(tmp_path):
         migrate.downgrade(url, "0005")
         names, row = columns()
         assert "binding_id" not in names and row["purpose"] == "pin_reset"
+
+
+def test_an_existing_signing_key_signs_from_when_it_was_made(tmp_path):
+    """0007 gives each key the time it starts to sign: an existing key has signed since it was
+    made, so the service keeps signing with it after the upgrade; 0007 goes down and up again."""
+    import base64
+
+    from app import create_app
+    from app.config import Config
+    from app.services import keys
+    from crypto import keyring
+    from tests.conftest import MASTER_KEY, FrozenClock
+    url = f"sqlite:///{tmp_path / 'd.db'}"
+    migrate.upgrade(url, "0006")
+    made = dt.datetime(2026, 11, 1, 8, 30, 15, 250000, tzinfo=dt.timezone.utc)
+    key = keyring.generate("Ed25519")
+    sealed = keyring.seal_private(base64.b64decode(MASTER_KEY), key)
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO signing_keys (kid, alg, public_key, private_sealed, status, created_at) "
+                          "VALUES (:kid, 'Ed25519', :pub, :sealed, 'current', :t)"),
+                     {"kid": key.kid, "pub": key.public, "sealed": sealed, "t": made})
+    engine.dispose()
+    for _ in range(2):
+        migrate.upgrade(url)
+        engine = make_engine(url)
+        with engine.connect() as conn:
+            signs_from = conn.execute(text("SELECT signs_from, created_at FROM signing_keys")).one()
+        engine.dispose()
+        assert signs_from[0] == signs_from[1]
+        app = create_app(Config.from_env({"EVOUCHER_MASTER_KEY": MASTER_KEY}, instance_path=str(tmp_path),
+                                         database_url=url), clock=FrozenClock(made.timestamp() + 60))
+        with app.app_context():
+            rt = app.extensions["evoucher"]
+            assert keys.keyring(rt, rt.session()).current.kid == key.kid
+        rt.engine.dispose()
+        migrate.downgrade(url, "0006")
+        engine = make_engine(url)
+        assert "signs_from" not in {c["name"] for c in inspect(engine).get_columns("signing_keys")}
+        engine.dispose()
