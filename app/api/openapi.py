@@ -53,7 +53,7 @@ TOKEN_ERRORS = ("token_malformed", "token_signature_invalid", "token_unknown_key
                 "token_already_used", "token_revoked", "voucher_not_found", "voucher_suspended",
                 "voucher_cancelled", "institution_inactive", "region_not_enrolled",
                 "remote_care_filing_required", "pin_required", "pin_change_required", "pin_locked", "rate_limited",
-                "service_unavailable", "unauthorized")
+                "service_unavailable", "unauthorized", "forbidden")
 CHANNEL_ERRORS = ("channel_signature_invalid", "channel_request_replayed", "channel_unknown", "rate_limited",
                   "service_unavailable", *COMMON)
 
