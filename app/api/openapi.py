@@ -96,7 +96,10 @@ def document() -> dict:
         "/.well-known/jwks.json": {"get": op("Public token-signing keys (RFC 7517)", "ops", _json(OBJ))},
         "/v1/oauth/token": {"post": op("Client-credentials access token (RFC 6749 §4.4), HTTP Basic", "institutions",
                                        {**_json({"type": "object", "properties": {
-                                           "access_token": S, "token_type": S, "expires_in": {"type": "integer"}}}),
+                                           "access_token": S, "token_type": S, "expires_in": {"type": "integer"},
+                                           "scan_purposes": {"type": "array", "items": {"enum": list(PURPOSES)},
+                                                             "description": "the purposes POST /v1/scans accepts "
+                                                                            "from this institution (its kind)"}}}),
                                         **_err("unauthorized", "institution_inactive", *COMMON)},
                                        security=[{"clientBasic": []}],
                                        body={"required": True, "content": {"application/x-www-form-urlencoded": {
