@@ -26,7 +26,9 @@ What it does:
    scans        POST /v1/scans {token, purpose}: every request a token never sent before,
                 pre-issued in-process just before the run with crypto.tokens.issue and the
                 current key (what the qr endpoint signs, minus HTTP), each scanned by an
-                institution of the voucher's own pooling area.
+                institution of the voucher's own pooling area: a hospital for registration, a
+                pharmacy for query (the purposes its kind may use, SPEC §4.1 and
+                docs/decisions.md; neither is a payment: the same work).
    Each is preceded by a short warm-up run that is not counted.
    Before each run it waits (bounded, --max-wait) for the machine to be quiet, and unless
    --no-paired it measures /healthz again right before every other run: ratios compare two
@@ -63,7 +65,7 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, BENCH)
 
 from _machine import describe, system_cpu, wait_quiet  # noqa: E402
-from inprocess import reset_scratch_database  # noqa: E402
+from inprocess import reset_scratch_database, scan_purpose  # noqa: E402
 
 RUNS = ("healthz", "qr", "qr_svg", "scans")
 TARGETS = {"qr": 0.5, "qr_svg": 0.3, "scans": 0.5}
@@ -231,8 +233,9 @@ def prepare_clients(base_url: str, instance: str, demo: dict):
         resp = requests.post(f"{base_url}/v1/oauth/token", data={"grant_type": "client_credentials"},
                              auth=(i["client_id"], i["client_secret"]), timeout=10)
         resp.raise_for_status()
-        insts.append({"code": i["code"], "region_code": i["region_code"],
-                      "access_token": resp.json()["access_token"]})
+        out = resp.json()
+        insts.append({"code": i["code"], "region_code": i["region_code"], "access_token": out["access_token"],
+                      "purpose": scan_purpose(out["scan_purposes"])})
     return holders, insts, skipped
 
 
@@ -460,7 +463,7 @@ def main() -> None:
             fh.write("".join(h["access_token"] + "\n" for h in holders))
         inst_file = os.path.join(tmp, "institutions.txt")
         with open(inst_file, "w", encoding="ascii") as fh:
-            fh.write("".join(i["access_token"] + "\n" for i in insts))
+            fh.write("".join(f"{i['access_token']}\t{i['purpose']}\n" for i in insts))
 
         from app.services.vouchers import same_pooling_area
         pairs = []  # (institution index, holder) where the institution is in the holder's area

@@ -78,13 +78,26 @@ def build(args, tmp: str):
         act = cc.activate(p["id_number"], p["name"], p["phone"], pin="258013")
         sess = cc.session(act["channel_user_id"])
         holders.append({**act, "access_token": sess["access_token"]})
-    insts = {}
+    insts = {}  # region code -> the bearer token of an institution there that may scan for registration
     for i in demo["institutions"]:
         basic = base64.b64encode(f"{i['client_id']}:{i['client_secret']}".encode()).decode()
         resp = client.post("/v1/oauth/token", data={"grant_type": "client_credentials"},
                            headers={"Authorization": f"Basic {basic}"})
-        insts[i["region_code"]] = resp.get_json()["access_token"]
+        out = resp.get_json()
+        if "registration" in out["scan_purposes"]:  # a hospital; a pharmacy may not (scan_environ)
+            insts[i["region_code"]] = out["access_token"]
     return app, holders, insts
+
+
+# What the benchmarks scan for: registration, or query where the institution's kind may not
+# register (a pharmacy scans for pharmacy and query only, docs/decisions.md). Neither is a
+# payment (no PIN rules) nor an emergency (no filing skipped): every scan does the same work.
+BENCH_PURPOSES = ("registration", "query")
+
+
+def scan_purpose(allowed: list[str]) -> str:
+    """The purpose to scan for at an institution whose token answer's `scan_purposes` is `allowed`."""
+    return next(p for p in BENCH_PURPOSES if p in allowed)
 
 
 def environ(app, method: str, path: str, token: str | None = None, body: dict | None = None):

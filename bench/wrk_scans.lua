@@ -1,8 +1,9 @@
 -- wrk script: POST /v1/scans, every request with a QR token never sent before (tokens are one
 -- use). Usage:
 --   wrk -t2 -c32 -d15s --latency -s bench/wrk_scans.lua http://127.0.0.1:PORT \
---       -- INSTITUTION_TOKENS_FILE SCAN_TOKENS_FILE NTHREADS [PURPOSE]
--- INSTITUTION_TOKENS_FILE: one institution bearer token per line (line n is institution n).
+--       -- INSTITUTION_TOKENS_FILE SCAN_TOKENS_FILE NTHREADS
+-- INSTITUTION_TOKENS_FILE: lines "bearer_token<TAB>purpose", line n for institution n: the purpose
+-- it scans for, one its kind may use (a pharmacy: pharmacy or query, docs/decisions.md).
 -- SCAN_TOKENS_FILE: lines "n<TAB>qr_token": scan qr_token as institution n (same pooling area).
 -- Thread k of NTHREADS takes lines k, k+NTHREADS, ... so no token is sent twice. When a thread
 -- runs out it sends GET /healthz instead and counts it in "exhausted": such a run is invalid.
@@ -13,12 +14,12 @@ dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "wrk_status.lu
 exhausted = 0
 local insts = {}
 local mine = {}
-local purpose = "registration"
 local i = 0
 
 function init(args)
   for line in io.lines(args[1]) do
-    if #line > 0 then table.insert(insts, line) end
+    local bearer, purpose = string.match(line, "^([^\t]+)\t(.+)$")
+    if bearer then table.insert(insts, {bearer = bearer, purpose = purpose}) end
   end
   local n = tonumber(args[3]) or 1
   local k = 0
@@ -26,10 +27,11 @@ function init(args)
     if k % n == (tid or 0) then
       local idx, tok = string.match(line, "^(%d+)\t(.+)$")
       if idx then
+        local inst = insts[tonumber(idx) + 1]
         table.insert(mine, wrk.format("POST", "/v1/scans",
-          {["Authorization"] = "Bearer " .. insts[tonumber(idx) + 1],
+          {["Authorization"] = "Bearer " .. inst.bearer,
            ["Content-Type"] = "application/json"},
-          '{"token":"' .. tok .. '","purpose":"' .. (args[4] or purpose) .. '"}'))
+          '{"token":"' .. tok .. '","purpose":"' .. inst.purpose .. '"}'))
       end
     end
     k = k + 1

@@ -56,7 +56,10 @@ def oauth_token():
     token = tokens.issue_access(keys.keyring(rt, session).current, subject=inst.code, audience=INSTITUTION_AUD,
                                 ttl=ttl, now=int(rt.clock.now()), issuer=rt.config.issuer,
                                 claims={"cid": inst.client_id, "sv": institutions.secret_tag(inst.secret_hash)})
-    return jsonify(access_token=token, token_type="Bearer", expires_in=ttl)
+    # RFC 6749 §5.1 lets a token response carry more members: `scan_purposes` tells the desk page
+    # which purposes to offer (its own kind's; a new kind comes with a new secret, ending this token).
+    return jsonify(access_token=token, token_type="Bearer", expires_in=ttl,
+                   scan_purposes=list(scans.KIND_PURPOSES.get(inst.kind, ())))
 
 
 def calling_institution(*, scanning: bool = False):

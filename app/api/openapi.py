@@ -53,7 +53,7 @@ TOKEN_ERRORS = ("token_malformed", "token_signature_invalid", "token_unknown_key
                 "token_already_used", "token_revoked", "voucher_not_found", "voucher_suspended",
                 "voucher_cancelled", "institution_inactive", "region_not_enrolled",
                 "remote_care_filing_required", "pin_required", "pin_change_required", "pin_locked", "rate_limited",
-                "service_unavailable", "unauthorized")
+                "service_unavailable", "unauthorized", "forbidden")
 CHANNEL_ERRORS = ("channel_signature_invalid", "channel_request_replayed", "channel_unknown", "rate_limited",
                   "service_unavailable", *COMMON)
 
@@ -102,7 +102,10 @@ def document() -> dict:
                                              "ops", _json(OBJ))},
         "/v1/oauth/token": {"post": op("Client-credentials access token (RFC 6749 §4.4), HTTP Basic", "institutions",
                                        {**_json({"type": "object", "properties": {
-                                           "access_token": S, "token_type": S, "expires_in": {"type": "integer"}}}),
+                                           "access_token": S, "token_type": S, "expires_in": {"type": "integer"},
+                                           "scan_purposes": {"type": "array", "items": {"enum": list(PURPOSES)},
+                                                             "description": "the purposes POST /v1/scans accepts "
+                                                                            "from this institution (its kind)"}}}),
                                         **_err("unauthorized", "institution_inactive", *COMMON)},
                                        security=[{"clientBasic": []}],
                                        body={"required": True, "content": {"application/x-www-form-urlencoded": {

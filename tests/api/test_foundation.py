@@ -264,6 +264,19 @@ def test_oauth_client_credentials(world):
     body = resp.get_json()
     assert resp.status_code == 200 and body["token_type"] == "Bearer" and body["expires_in"] == 900
     assert body["access_token"].count(".") == 2
+    assert body["scan_purposes"] == ["registration", "outpatient_settlement", "inpatient_settlement", "pharmacy",
+                                     "query", "emergency"]
+
+
+def test_the_token_answer_names_the_purposes_the_institution_may_scan_for(world):
+    """The desk page offers a pharmacy only what it may scan for (docs/decisions.md, "Scan
+    purposes by institution kind"); the answer is the institution's own, for its own secret."""
+    inst = world.inst("P110000001")
+    resp = world.client.post("/v1/oauth/token", data={"grant_type": "client_credentials"},
+                             headers=_basic(inst["client_id"], inst["client_secret"]))
+    assert resp.status_code == 200 and resp.get_json()["scan_purposes"] == ["pharmacy", "query"]
+    schema = world.client.get("/openapi.json").get_json()["paths"]["/v1/oauth/token"]["post"]["responses"]["200"]
+    assert set(schema["content"]["application/json"]["schema"]["properties"]) == set(resp.get_json())
 
 
 def test_oauth_wrong_secret_and_unknown_client(world):

@@ -37,7 +37,8 @@ CYCLE = 0.27  # of the run, from one loss report to the next
 REPORTS = 3  # per loser; each but the last is followed by a reinstatement
 REINSTATE_AFTER = 0.35  # seconds after a report was answered
 INSTITUTIONS = ("H110000001", "P110000001")  # both in Beijing's pooling area: no filing needed
-PURPOSES = ("registration", "query", "emergency", "outpatient_settlement", "pharmacy")
+PURPOSES = {"H110000001": ("registration", "query", "emergency", "outpatient_settlement", "pharmacy"),
+            "P110000001": ("query", "pharmacy")}  # what each one's kind may scan for
 RUN_SECONDS = 4.0
 SEED = 20261122
 
@@ -137,7 +138,7 @@ class Load:
 
     def scan(self, inst: str, token: str, token_id: str, holder: str, rng, tampered=None) -> Call:
         call = self._call("scan", "POST", "/v1/scans", holder=holder, inst=inst, token_id=token_id,
-                          tampered=tampered, json={"token": token, "purpose": rng.choice(PURPOSES)},
+                          tampered=tampered, json={"token": token, "purpose": rng.choice(PURPOSES[inst])},
                           headers=self.inst_auth[inst])
         if call.status == 200:
             self.accepted.append(call)

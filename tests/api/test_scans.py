@@ -52,7 +52,7 @@ def test_issue_and_scan_once(world):
     assert out["voucher_status"] == "active" and out["presented_by"] is None
     again = world.scan("H110000001", body["token"])
     assert again.status_code == 409 and problem_code(again) == "token_already_used"
-    other = world.scan("P110000001", body["token"])  # another institution, same token
+    other = world.scan("P110000001", body["token"], purpose="query")  # another institution, same token
     assert problem_code(other) == "token_already_used"
 
 
@@ -182,11 +182,15 @@ def test_the_first_code_after_a_reinstatement_is_dated_after_it(world):
     assert _iat(world, world.qr(holder)) == int(world.rt.clock.now())
 
 
-def _iat(world, token: str) -> int:
+def _claims(world, token: str):
     from app.services import keys
     from crypto import tokens
     with world.app.app_context():
-        return tokens.verify(token, keys.keyring(world.rt), int(world.rt.clock.now())).iat
+        return tokens.verify(token, keys.keyring(world.rt), int(world.rt.clock.now()))
+
+
+def _iat(world, token: str) -> int:
+    return _claims(world, token).iat
 
 
 def test_a_threshold_ahead_of_this_nodes_clock_asks_the_app_to_retry(world):
@@ -255,7 +259,7 @@ def test_remote_care_rules(world):
     ok = world.scan("H320682001", world.qr(holder))
     assert ok.status_code == 200 and ok.get_json()["remote_care_filing_id"] == filing["filing_id"]
     # a district pharmacy in the same municipality needs no filing
-    assert world.scan("P110000001", world.qr(holder)).status_code == 200
+    assert world.scan("P110000001", world.qr(holder), purpose="pharmacy").status_code == 200
 
 
 def test_a_filing_covers_its_prefecture_not_its_province(world):
@@ -273,6 +277,78 @@ def test_a_filing_covers_its_prefecture_not_its_province(world):
     assert world.scan("H320682001", world.qr(holder)).status_code == 200  # Rugao, in prefecture 3206
     resp = world.scan("H410700001", world.qr(holder))  # Xinxiang: another prefecture, another province
     assert problem_code(resp) == "remote_care_filing_required"
+
+
+PHARMACY = "P110000001"  # 北京市示范大药房 (110105), in the pooling area of 张丽 (110000): no filing needed
+PHARMACY_PURPOSES = ("pharmacy", "query")
+
+
+@pytest.mark.parametrize("purpose", ["registration", "outpatient_settlement", "inpatient_settlement", "pharmacy",
+                                     "query", "emergency"])
+def test_a_pharmacy_scans_only_for_pharmacy_and_query(world, purpose):
+    """A retail pharmacy (定点零售药店) registers no patient, settles no visit or stay and runs no
+    emergency room: any other purpose is refused with `forbidden`, after the code was verified
+    (docs/decisions.md, "Scan purposes by institution kind"). The refusal is in the holder's
+    records and leaves the code unused: the desk picks the right purpose and scans it again."""
+    holder = world.holder("张丽")
+    token = world.qr(holder)
+    resp = world.scan(PHARMACY, token, purpose=purpose)
+    if purpose in PHARMACY_PURPOSES:
+        assert resp.status_code == 200, resp.get_json()
+        assert resp.get_json()["purpose"] == purpose
+        return
+    assert resp.status_code == 403 and problem_code(resp) == "forbidden"
+    assert resp.get_json()["detail"] == f"A pharmacy may not scan for {purpose} (it may for: pharmacy, query)"
+    documented = world.client.get("/openapi.json").get_json()["paths"]["/v1/scans"]["post"]["responses"]
+    assert "forbidden" in documented["403"]["description"].removeprefix("codes: ").split(", ")
+    records = world.client.get("/v1/me/records", headers=holder["headers"]).get_json()["items"]
+    refused = [r for r in records if r["kind"] == "scan"]
+    assert len(refused) == 1 and refused[0]["institution_code"] == PHARMACY
+    assert refused[0]["detail"] == {"result": "forbidden", "purpose": purpose,
+                                    "token_id": _claims(world, token).token_id}
+    again = world.scan(PHARMACY, token, purpose="pharmacy")  # the same code, not used up
+    assert again.status_code == 200, again.get_json()
+    assert problem_code(world.scan(PHARMACY, token, purpose="query")) == "token_already_used"
+
+
+def test_a_hospital_scans_for_every_purpose(world):
+    from app.services.scans import PURPOSES
+    holder = world.holder("张丽")
+    for purpose in PURPOSES:
+        resp = world.scan("H110000001", world.qr(holder), purpose=purpose)
+        assert resp.status_code == 200 and resp.get_json()["purpose"] == purpose, (purpose, resp.get_json())
+
+
+def test_a_purpose_refused_to_the_kind_counts_against_the_limit(make_world):
+    """Like every refusal of a well-signed code: one attempt against the institution's limit,
+    and the code stays good for when the limit lifts."""
+    world = make_world(scan_rate_per_minute=1, token_lifetime=300)
+    holder = world.holder("张丽")
+    token = world.qr(holder)
+    assert problem_code(world.scan(PHARMACY, token, purpose="inpatient_settlement")) == "forbidden"
+    resp = world.scan(PHARMACY, token, purpose="pharmacy")
+    assert resp.status_code == 429 and problem_code(resp) == "rate_limited"
+    world.rt.clock.advance(int(resp.headers["Retry-After"]))
+    assert world.scan(PHARMACY, token, purpose="pharmacy").status_code == 200
+
+
+def test_the_kind_check_follows_the_codes_own_and_precedes_the_vouchers_rules(world):
+    """A code that is no code, or expired, is refused as such wherever it is scanned; a
+    well-signed one for a purpose the kind may not use is refused `forbidden` whatever the state
+    of its voucher, so the refusal tells that institution nothing of the holder. `emergency`,
+    which needs no remote-care filing, is no way round the filing at a pharmacy."""
+    assert problem_code(world.scan(PHARMACY, "EV1:NOT-A-CODE", purpose="registration")) == "token_malformed"
+    holder = world.holder("张丽")
+    expired = world.qr(holder)
+    world.rt.clock.advance(world.rt.config.token_lifetime + world.rt.config.clock_skew + 1)
+    assert problem_code(world.scan(PHARMACY, expired, purpose="registration")) == "token_expired"
+    elsewhere = world.qr(world.holder("陈静"))  # insured in 新乡, no remote-care filing for Beijing
+    assert problem_code(world.scan(PHARMACY, elsewhere, purpose="emergency")) == "forbidden"
+    assert problem_code(world.scan(PHARMACY, elsewhere, purpose="query")) == "remote_care_filing_required"
+    token = world.qr(holder)
+    assert world.client.post("/v1/me/loss-report", json={}, headers=holder["headers"]).status_code == 200
+    assert problem_code(world.scan(PHARMACY, token, purpose="registration")) == "forbidden"
+    assert problem_code(world.scan(PHARMACY, token, purpose="query")) == "voucher_suspended"
 
 
 def test_payment_needs_a_pin_that_is_not_initial(world):

@@ -13,10 +13,10 @@ SCAN_CODES = {
     "token_malformed", "token_signature_invalid", "token_unknown_key", "token_expired",
     "token_already_used", "token_revoked", "voucher_not_found", "voucher_suspended",
     "voucher_cancelled", "institution_inactive", "region_not_enrolled", "remote_care_filing_required",
-    "pin_required", "pin_change_required", "rate_limited", "service_unavailable", "unauthorized",
+    "pin_required", "pin_change_required", "rate_limited", "service_unavailable", "unauthorized", "forbidden",
 }
 # What else the scanner page meets: bad input, its photo decoder, sign-in.
-SCANNER_EXTRA = {"invalid_request", "payload_too_large", "forbidden", "internal_error"}
+SCANNER_EXTRA = {"invalid_request", "payload_too_large", "internal_error"}
 # What the holder page's calls (me, qr-tokens, active-region, loss-report, records) can answer with.
 HOLDER_CODES = {"unauthorized", "forbidden", "invalid_request", "voucher_not_found", "voucher_suspended",
                 "voucher_cancelled", "region_not_enrolled", "rate_limited", "service_unavailable",
@@ -57,11 +57,18 @@ def test_the_words_the_product_asked_for():
     assert table["rate_limited"] == "操作太频繁，请稍后再试"
 
 
+def test_the_desk_is_told_what_a_pharmacy_may_scan_for():
+    """POST /v1/scans answers `forbidden` only for a purpose the institution's kind may not use
+    (docs/decisions.md, "Scan purposes by institution kind"): the desk reads which, and what to do."""
+    assert messages("DESK_MESSAGES")["forbidden"] == \
+        "本机构不能办理该用途的业务（定点零售药店仅限药店购药和查询），请改选用途后重新扫码核验"
+
+
 # The refusals a scan writes into the voucher's records (scans._refused): the voucher's and a
 # presenting guardian's state, the rules of _check, and a code used twice.
 RECORDED_SCAN_CODES = {"voucher_suspended", "voucher_cancelled", "token_revoked", "region_not_enrolled",
                        "remote_care_filing_required", "pin_required", "pin_change_required", "pin_locked",
-                       "token_already_used"}
+                       "token_already_used", "forbidden"}
 
 
 def test_a_refused_scan_in_the_holders_records_is_told_to_the_holder():

@@ -159,6 +159,51 @@ def test_a_refused_code_is_explained_in_chinese(live, desk, make_token, purpose,
     scanner.watch.assert_never_shown(token)
 
 
+def test_a_pharmacy_desk_is_offered_only_the_purposes_a_pharmacy_may_scan_for(live, desk):
+    """A retail pharmacy scans for 药店购药 and 查询 only (docs/decisions.md, "Scan purposes by
+    institution kind"): its sign-in says so and the desk offers no other. A sign-in kept from a
+    page that did not yet know offers every purpose: another is refused in words, and the code,
+    not used up, is accepted once the clerk picks the right one. A hospital signed in after it on
+    the same desk is offered every purpose again."""
+    world = live.world
+    world.enrol("蒋萍", "1966-05-05", [("110000", "employee")])
+    scanner = desk().open_signed_in(world.inst("P110000001"))
+    page = scanner.page
+    radios = page.locator("#purposes").get_by_role("radio")
+    expect(radios).to_have_count(2)
+    assert page.locator("#purposes label").all_inner_texts() == ["药店购药", "查询"]
+    expect(page.get_by_role("radio", name="药店购药")).to_be_checked()
+    assert_accessible(page, "a pharmacy's desk")
+
+    page.evaluate("sessionStorage.removeItem('evoucher.scanner.scan_purposes')")
+    page.reload()
+    expect(page.locator("#desk")).to_be_visible()
+    expect(radios).to_have_count(6)
+    token = world.qr(world.holder("蒋萍"))
+    scanner.choose("住院结算")
+    answer = scanner.type_code(token)
+    assert answer.status == 403 and problem_code(answer) == "forbidden"
+    message = "本机构不能办理该用途的业务（定点零售药店仅限药店购药和查询），请改选用途后重新扫码核验"
+    card = page.locator("#result")
+    expect(card.locator(".result-head")).to_have_text("核验未通过住院结算")
+    expect(card.locator(".refusal")).to_have_text(message)
+    expect(card).to_contain_text("错误代码 forbidden")
+    expect(page.get_by_role("status")).to_have_text("核验未通过：" + message)
+    assert_accessible(page, "a purpose refused to a pharmacy")
+    scanner.choose("药店购药")
+    answer = scanner.type_code(token)
+    assert answer.status == 200 and answer.request.post_data_json["purpose"] == "pharmacy"
+    expect(card.locator(".result-head")).to_have_text("核验通过药店购药")
+    scanner.watch.assert_never_shown(token)
+
+    page.get_by_role("button", name="退出登录").click()
+    hospital = world.inst("H110000001")
+    assert scanner.sign_in(hospital["client_id"], hospital["client_secret"]).status == 200
+    expect(radios).to_have_count(6)
+    assert page.locator("#purposes label").all_inner_texts() == ["挂号", "门诊结算", "住院结算", "药店购药", "查询", "急诊"]
+    expect(page.get_by_role("radio", name="药店购药")).to_be_checked()  # the clerk's last choice, offered here
+
+
 def test_an_expired_sign_in_asks_to_sign_in_again_and_keeps_the_code(live, desk):
     world = live.world
     inst = world.inst("H410700001")

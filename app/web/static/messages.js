@@ -52,6 +52,7 @@
   // The scanner desk reads some refusals differently: staff act on them, not the holder.
   const DESK_MESSAGES = {
     unauthorized: "机构登录已过期，请重新登录后再核验",
+    forbidden: "本机构不能办理该用途的业务（定点零售药店仅限药店购药和查询），请改选用途后重新扫码核验",
     voucher_suspended: "该电子凭证已挂失，请参保人通过渠道重新验证后恢复",
     pin_locked: "参保人医保支付密码已锁定，暂不能结算；可先挂号或查询，或请参保人通过渠道重置密码",
     rate_limited: "扫码太频繁，请稍后再试",
@@ -70,6 +71,7 @@
     pin_required: "尚未设置医保支付密码",
     pin_change_required: "需先修改初始支付密码",
     pin_locked: "医保支付密码已锁定",
+    forbidden: "该机构不能办理此项业务（定点零售药店仅限购药和查询）",
   };
 
   const NETWORK_ERROR = "网络连接失败，请检查网络后重试";

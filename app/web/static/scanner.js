@@ -4,7 +4,8 @@
   "use strict";
 
   const KEYS = { token: "evoucher.scanner.access_token", expires: "evoucher.scanner.expires_at",
-                 client: "evoucher.scanner.client_id", purpose: "evoucher.scanner.purpose" };
+                 client: "evoucher.scanner.client_id", purpose: "evoucher.scanner.purpose",
+                 purposes: "evoucher.scanner.scan_purposes" };
   const MAX_UPLOAD_BYTES = 2 * 1024 * 1024;
   const UPLOAD_SIDE = 2048;       // photos are scaled down to this before upload
   const MAX_TOKEN_CHARS = 2048;   // what POST /v1/scans accepts
@@ -53,6 +54,7 @@
   }
 
   let memoryToken = null;  // used only when sessionStorage is unavailable
+  let memoryPurposes = null;  // likewise
 
   function accessToken() {
     const token = load(KEYS.token) || memoryToken;
@@ -64,7 +66,9 @@
   function showSignIn(text) {
     save(KEYS.token, null);
     save(KEYS.expires, null);
+    save(KEYS.purposes, null);
     memoryToken = null;
+    memoryPurposes = null;
     stopCamera();
     $("desk").hidden = true;
     $("sign-out").hidden = true;
@@ -126,9 +130,13 @@
       // Sign in again a little before the server would refuse the token.
       save(KEYS.expires, String(Date.now() + Math.max(out.expires_in - 30, 30) * 1000));
       save(KEYS.client, id);
+      // The purposes this institution's kind may scan for (a pharmacy: 药店购药 and 查询 only).
+      memoryPurposes = Array.isArray(out.scan_purposes) ? out.scan_purposes : null;
+      save(KEYS.purposes, memoryPurposes ? JSON.stringify(memoryPurposes) : null);
       $("client-secret").value = "";
       error.hidden = true;
       clearNotice();
+      buildPurposes();
       showDesk();
     } catch (err) {
       error.textContent = err.message;
@@ -558,10 +566,22 @@
 
   // --- start-up -----------------------------------------------------------------------------
 
+  // The purposes the sign-in said this institution may scan for (`scan_purposes` of the token
+  // answer), in the table's order; every purpose when it said none (a sign-in kept from before it
+  // did: a purpose the kind may not use is then refused in words, `forbidden`).
+  function purposesOffered() {
+    let listed = memoryPurposes;
+    try { listed = JSON.parse(load(KEYS.purposes) || "null") || listed; } catch (_) { /* as not said */ }
+    const known = Object.keys(EV.PURPOSES);
+    const offered = Array.isArray(listed) ? known.filter(function (p) { return listed.indexOf(p) >= 0; }) : [];
+    return offered.length ? offered : known;
+  }
+
   function buildPurposes() {
     const group = $("purposes");
     const saved = load(KEYS.purpose) || "registration";
-    Object.keys(EV.PURPOSES).forEach(function (value) {
+    group.replaceChildren();
+    purposesOffered().forEach(function (value) {
       const label = el("label", "purpose");
       const input = el("input");
       input.type = "radio";
