@@ -37,6 +37,10 @@ What it does:
 5. Prints a table: requests/s, p50, p99, non-2xx, ratio to the paired /healthz baseline,
    targets, worker CPU per request. A run with any non-2xx response or an exhausted token pool
    is marked INVALID; one during which unrelated processes used > 10 % of the machine, noisy.
+6. With --rounds N, does 4 and 5 N times on the same server and data, then prints each target's
+   ratio in every round, their median and how many rounds met it. The same code on this kind of
+   machine moves by a quarter between runs minutes apart (docs/benchmarks.md); one run's verdict
+   says little, the median of several paired rounds more.
 
 All load goes to 127.0.0.1; every run is bounded (--duration, at most 120 s). The server is
 stopped and the temp folder removed at the end (--keep keeps the folder).
@@ -54,6 +58,7 @@ import secrets
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -421,11 +426,15 @@ def main() -> None:
     ap.add_argument("--max-wait", type=float, default=120, help="seconds to wait for that (0: do not wait)")
     ap.add_argument("--no-paired", dest="paired", action="store_false",
                     help="do not run a /healthz baseline right before each other run")
+    ap.add_argument("--rounds", type=int, default=1, help="measure every run this many times (1..20); "
+                    "prints each round's table, then every target's median ratio")
     ap.add_argument("--json-out", default=None, help="write the results as JSON here")
     ap.add_argument("--keep", action="store_true", help="keep the temp folder (server log, token files)")
     args = ap.parse_args()
     if not 1 <= args.duration <= 120 or not 0 <= args.warmup <= 30:
         raise SystemExit("--duration must be 1..120 and --warmup 0..30")
+    if not 1 <= args.rounds <= 20:
+        raise SystemExit("--rounds must be 1..20")
     if not 1 <= args.connections <= 512 or not 1 <= args.threads <= 16:
         raise SystemExit("--connections must be 1..512 and --threads 1..16")
     runs = [r for r in args.only.split(",") if r]
@@ -525,42 +534,49 @@ def main() -> None:
             return r
 
         healthz = plan["healthz"]
-        for name in runs:
-            if args.paired and name != "healthz" and "healthz" in runs:
-                measure("healthz", *healthz, key=f"healthz@{name}")
-            if name == "scans":
-                warm_tokens = os.path.join(tmp, "scan-tokens-warmup.txt")
-                main_tokens = os.path.join(tmp, "scan-tokens.txt")
-                warm_rps = 0.0
-                if args.warmup:
-                    n_warm = max(5000, 3000 * args.warmup)
-                    secs = mint.issue(pairs, n_warm, 300, warm_tokens)
-                    log(f"scans: pre-issued {n_warm} warm-up tokens in {secs:.1f} s")
-                    w, _, _ = wrk(args, base_url, os.path.join(BENCH, "wrk_scans.lua"),
-                                  [inst_file, warm_tokens, str(args.threads)], args.warmup)
-                    warm_rps = w["rps"] if w["exhausted"] == 0 else float("inf")
-                    log(f"scans warm-up: {w['rps']:.0f} req/s, codes {w['codes']}, exhausted {w['exhausted']}")
-                need = args.scan_tokens
-                if math.isfinite(warm_rps):
-                    need = max(need, int(warm_rps * args.duration * 2.5))
+        rounds = []
+        for round_no in range(1, args.rounds + 1):
+            results.clear()
+            if args.rounds > 1:
+                log(f"round {round_no} of {args.rounds}")
+            for name in runs:
+                if args.paired and name != "healthz" and "healthz" in runs:
+                    measure("healthz", *healthz, key=f"healthz@{name}")
+                if name == "scans":
+                    warm_tokens = os.path.join(tmp, "scan-tokens-warmup.txt")
+                    main_tokens = os.path.join(tmp, "scan-tokens.txt")
+                    warm_rps = 0.0
+                    if args.warmup:
+                        n_warm = max(5000, 3000 * args.warmup)
+                        secs = mint.issue(pairs, n_warm, 300, warm_tokens)
+                        log(f"scans: pre-issued {n_warm} warm-up tokens in {secs:.1f} s")
+                        w, _, _ = wrk(args, base_url, os.path.join(BENCH, "wrk_scans.lua"),
+                                      [inst_file, warm_tokens, str(args.threads)], args.warmup)
+                        warm_rps = w["rps"] if w["exhausted"] == 0 else float("inf")
+                        log(f"scans warm-up: {w['rps']:.0f} req/s, codes {w['codes']}, exhausted {w['exhausted']}")
+                    need = args.scan_tokens
+                    if math.isfinite(warm_rps):
+                        need = max(need, int(warm_rps * args.duration * 2.5))
+                    else:
+                        need = max(need, 200_000)
+                    secs = mint.issue(pairs, need, 300, main_tokens)  # live 300 s: quiet wait + run fit
+                    log(f"scans: pre-issued {need:,} tokens over {scan_vouchers} vouchers and {len(insts)} "
+                        f"institutions in {secs:.1f} s ({need / secs:,.0f}/s in one process)")
+                    measure(name, base_url, os.path.join(BENCH, "wrk_scans.lua"),
+                            [inst_file, main_tokens, str(args.threads)], key=name, tokens=need)
                 else:
-                    need = max(need, 200_000)
-                secs = mint.issue(pairs, need, 300, main_tokens)  # live 300 s: quiet wait + run fit
-                log(f"scans: pre-issued {need:,} tokens over {scan_vouchers} vouchers and {len(insts)} "
-                    f"institutions in {secs:.1f} s ({need / secs:,.0f}/s in one process)")
-                measure(name, base_url, os.path.join(BENCH, "wrk_scans.lua"),
-                        [inst_file, main_tokens, str(args.threads)], key=name, tokens=need)
-            else:
-                url, script, sargs = plan[name]
-                if args.warmup:
-                    w, _, _ = wrk(args, url, script, sargs, args.warmup)
-                    log(f"{name} warm-up: {w['rps']:.0f} req/s, codes {w['codes']}")
-                measure(name, url, script, sargs, key=name)
-
-        report(results, commands, args, holders, insts, scan_vouchers)
+                    url, script, sargs = plan[name]
+                    if args.warmup:
+                        w, _, _ = wrk(args, url, script, sargs, args.warmup)
+                        log(f"{name} warm-up: {w['rps']:.0f} req/s, codes {w['codes']}")
+                    measure(name, url, script, sargs, key=name)
+            report(results, commands, args, holders, insts, scan_vouchers)
+            rounds.append(dict(results))
+        if args.rounds > 1:
+            summarise_rounds(rounds)
         if args.json_out:
             with open(args.json_out, "w", encoding="utf-8") as fh:
-                json.dump({"machine": describe(), "results": results, "commands": commands, "holders": len(holders),
+                json.dump({"machine": describe(), "results": rounds[-1], "rounds": rounds, "commands": commands, "holders": len(holders),
                            "institutions": len(insts), "scan_vouchers": scan_vouchers,
                            "backend": {"database": "postgresql" if args.database_url else "sqlite",
                                        "ephemeral": "redis" if args.redis_url else "sql"}},
@@ -611,6 +627,22 @@ def report(results: dict, commands: dict, args, holders, insts, scan_vouchers) -
           "workers' CPU were the only limit).")
     for name, cmd in commands.items():
         print(f"{name}: {cmd}")
+
+
+def summarise_rounds(rounds: list[dict]) -> None:
+    """Every target's ratio in each round, their median and how many rounds met the target."""
+    print()
+    print(f"{len(rounds)} rounds, ratio to the paired /healthz run of the same round:")
+    print("| run | ratios by round | median | rounds that met the target |")
+    print("|---|---|---:|---:|")
+    for name in RUNS:
+        ratios = [r[name]["ratio"] for r in rounds if name in r and r[name].get("valid")]
+        target = TARGETS.get(name)
+        if target is None or not ratios:
+            continue
+        met = sum(ratio >= target for ratio in ratios)
+        print(f"| {LABELS[name]} (≥ {target:.1f}×) | {', '.join(f'{x:.2f}' for x in ratios)} | "
+              f"{statistics.median(ratios):.2f} | {met} of {len(ratios)} |")
 
 
 if __name__ == "__main__":
