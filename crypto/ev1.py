@@ -30,9 +30,10 @@ SIG_LEN = 64
 _FIXED = struct.Struct(">BB4sIH3s10s8s")  # 33 bytes
 _ACTOR_LEN = 10
 # base45 (RFC 9285): each 2 bytes, as a big-endian number n, are 3 characters n % 45,
-# n // 45 % 45, n // 2025; a last single byte is 2 characters. Done by table, not a character
-# at a time as the `base45` package does (which the tests cross-check against): encoding took
-# 12 µs and decoding 11 µs of a token, decoding a fifth of verifying one (bench/ev1_codec.py).
+# n // 45 % 45, n // 2025; a last single byte is 2 characters. Encoded by table and decoded with
+# big integers (b45decode), not a character at a time as the `base45` package does (which the
+# tests cross-check against): that took 12 µs to encode and 11 µs to decode a token, decoding a
+# fifth of verifying one (bench/ev1_codec.py).
 _ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ $%*+-./:"
 _BASE45 = re.compile(f"[{re.escape(_ALPHABET)}]*")
 _TWO = [_ALPHABET[n % 45] + _ALPHABET[n // 45] for n in range(2025)]  # the low 2 characters of n
