@@ -64,12 +64,11 @@ def activate(session: Session, rt, channel_id: str, p: dict, *, retried: bool = 
 
 
 def _activate(session: Session, rt, channel_id: str, p: dict) -> dict:
-    if p["id_type"] != "01":
-        raise DomainError("unsupported_id_type", "Only resident ID cards (居民身份证, type 01) can activate")
+    registry.require_id_card(p["id_type"])  # the channel's claim
     if p["face_verified"] is not True:
         raise DomainError("face_verification_required", "The channel's face verification must pass first")
     person = registry.identify(session, rt, p["id_number"], p["name"])
-    registry.require_id_card(person)  # the registry's document, not only the channel's claim
+    registry.require_id_card(person.id_type)  # the registry's document, not only the channel's claim
     region = registry.current_region(session, person)  # refuses a person with no active enrolment
     voucher = vouchers.of_person(session, person.id)
     if voucher is not None and voucher.status == "suspended":

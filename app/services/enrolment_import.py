@@ -62,7 +62,7 @@ def validate_row(row: dict) -> dict:
     if not re.fullmatch(r"\d{2}", out["id_type"], re.ASCII):
         raise RowError("invalid_request", "id_type must be 2 digits")
     out["id_number"] = out["id_number"].upper()
-    if out["id_type"] == "01" and not idcard.validate_id_number(out["id_number"]):
+    if out["id_type"] == registry.ID_CARD and not idcard.validate_id_number(out["id_number"]):
         raise RowError("invalid_id_number", "ID number fails the GB 11643 check")
     if len(out["id_number"]) > 32:
         raise RowError("invalid_id_number", "ID number too long")

@@ -112,7 +112,7 @@ def create(session: Session, rt, guardian: Voucher, p: dict) -> dict:
 
 def _activate_minor(session: Session, member: Person, guardian: Voucher) -> Voucher:
     """A guardian activates a minor's voucher (the minor has no phone of their own)."""
-    registry.require_id_card(member)
+    registry.require_id_card(member.id_type)
     voucher = vouchers.create(session, member)
     records.record(session, voucher, "activation", actor=guardian.voucher_id, by="guardian")
     return voucher

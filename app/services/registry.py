@@ -37,10 +37,11 @@ def identify(session: Session, rt, id_number_text: str, name: str) -> Person:
 ID_CARD = "01"  # 居民身份证: the only document a voucher is activated with (SPEC §2)
 
 
-def require_id_card(person: Person) -> None:
-    """Refuse a person the registry holds under another document: a residence permit's or a
-    foreigner's permanent residence card's number can pass the GB 11643 check too."""
-    if person.id_type != ID_CARD:
+def require_id_card(id_type: str) -> None:
+    """Refuse a document other than the resident ID card: the type a channel claims, and the one
+    the registry holds the person under (a residence permit's or a foreigner's permanent
+    residence card's number can pass the GB 11643 check too)."""
+    if id_type != ID_CARD:
         raise DomainError("unsupported_id_type", "Only resident ID cards (居民身份证, type 01) can activate")
 
 
