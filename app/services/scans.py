@@ -34,8 +34,6 @@ PAYMENT_PURPOSES = ("outpatient_settlement", "inpatient_settlement", "pharmacy")
 # registers no patient, settles no visit or stay, and runs no emergency room (whose purpose skips
 # the remote-care filing).
 KIND_PURPOSES = {"hospital": PURPOSES, "pharmacy": ("pharmacy", "query")}
-# The same as one set of (kind, purpose) pairs: the scan's check is one membership test.
-_ALLOWED = frozenset((kind, purpose) for kind, purposes in KIND_PURPOSES.items() for purpose in purposes)
 
 
 # Each random byte picks one of the 32 characters by its low 5 bits (256 is a multiple of 32, so
@@ -310,9 +308,10 @@ def _refused(conn, voucher, inst, claims, purpose: str, code: str) -> None:
 def _check(rt, inst, voucher, person, insurance_type, claims, purpose, now) -> dict:
     """Every rule that can refuse a well-signed token. Returns the facts the answer and the write
     need: the presenting guardian, if any (`presenter` for the answer, `shown` for the write)."""
-    if (inst.kind, purpose) not in _ALLOWED:  # first: the answer then tells nothing of the voucher
+    allowed = KIND_PURPOSES.get(inst.kind, ())
+    if purpose not in allowed:  # first: the answer then tells nothing of the voucher
         raise DomainError("forbidden", f"A {inst.kind} may not scan for {purpose} "
-                                       f"(it may for: {', '.join(KIND_PURPOSES.get(inst.kind, ())) or 'none'})")
+                                       f"(it may for: {', '.join(allowed) or 'none'})")
     _admits(voucher, claims)
     presenter = shown = None
     if claims.actor:
