@@ -91,17 +91,23 @@ def free_port() -> int:
 _TICK = os.sysconf("SC_CLK_TCK")
 
 
-def proc_cpu(pids: list[int]) -> float:
-    """CPU seconds (user + system) used so far by these processes."""
-    total = 0.0
+def proc_cpu_split(pids: list[int]) -> tuple[float, float]:
+    """CPU seconds used so far by these processes: (user, system)."""
+    user = system = 0.0
     for pid in pids:
         try:
             with open(f"/proc/{pid}/stat") as fh:
                 fields = fh.read().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / _TICK
+            user += int(fields[11]) / _TICK
+            system += int(fields[12]) / _TICK
         except (OSError, IndexError, ValueError):
             pass
-    return total
+    return user, system
+
+
+def proc_cpu(pids: list[int]) -> float:
+    """CPU seconds (user + system) used so far by these processes."""
+    return sum(proc_cpu_split(pids))
 
 
 def backend_pids() -> list[int]:
@@ -496,14 +502,17 @@ def main() -> None:
             spy = start_py_spy(args.py_spy, pids, args.duration, tmp, key, not args.py_spy_cpu) \
                 if args.py_spy else None
             bpids = backend_pids() if (args.database_url or args.redis_url) else []
-            w0, s0, c0, b0 = proc_cpu(pids), system_cpu(), os.times(), proc_cpu(bpids)
+            (u0, k0), s0, c0, b0 = proc_cpu_split(pids), system_cpu(), os.times(), proc_cpu(bpids)
             r, out, cmd = wrk(args, url, script, sargs, args.duration)
-            w1, s1, c1, b1 = proc_cpu(pids), system_cpu(), os.times(), proc_cpu(bpids)
+            (u1, k1), s1, c1, b1 = proc_cpu_split(pids), system_cpu(), os.times(), proc_cpu(bpids)
+            w0, w1 = u0 + k0, u1 + k1
             backend = b1 - b0
             busy, total = s1[0] - s0[0], s1[1] - s0[1]
             wrk_cpu = (c1.children_user + c1.children_system) - (c0.children_user + c0.children_system)
             n = max(r["requests"], 1)
             r["cpu"] = {"worker_ms_per_request": 1000 * (w1 - w0) / n,
+                        "worker_user_ms_per_request": 1000 * (u1 - u0) / n,
+                        "worker_system_ms_per_request": 1000 * (k1 - k0) / n,
                         "machine_ms_per_request": 1000 * busy / n,
                         "workers_share": (w1 - w0) / total if total else float("nan"),
                         "wrk_share": wrk_cpu / total if total else float("nan"),
@@ -526,7 +535,8 @@ def main() -> None:
             log(f"{key}: {r['rps']:.1f} req/s p50 {r['p50']:.2f} ms p99 {r['p99']:.2f} ms "
                 f"non-2xx {r['non2xx']} codes {r['codes']} exhausted {r['exhausted']} "
                 f"socket errors '{r['socket_errors']}'")
-            log(f"{key}: worker CPU {c['worker_ms_per_request']:.2f} ms/request, machine CPU "
+            log(f"{key}: worker CPU {c['worker_ms_per_request']:.2f} ms/request (user "
+                f"{c['worker_user_ms_per_request']:.2f}, system {c['worker_system_ms_per_request']:.2f}), machine CPU "
                 f"{c['machine_ms_per_request']:.2f} ms/request; of the machine: workers {100 * c['workers_share']:.0f}%, "
                 f"wrk {100 * c['wrk_share']:.0f}%, PostgreSQL/Redis {100 * c['backend_share']:.0f}%, other {100 * c['other_share']:.0f}%, idle {100 * c['idle_share']:.0f}%")
             if args.py_spy:

@@ -35,9 +35,11 @@ _ACTOR_LEN = 10
 # tests cross-check against): that took 12 µs to encode and 11 µs to decode a token, decoding a
 # fifth of verifying one (bench/ev1_codec.py).
 _ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ $%*+-./:"
-_BASE45 = re.compile(f"[{re.escape(_ALPHABET)}]*")
 _TWO = [_ALPHABET[n % 45] + _ALPHABET[n // 45] for n in range(2025)]  # the low 2 characters of n
-_VALUE = bytes.maketrans(_ALPHABET.encode(), bytes(range(45)))
+_NOT_BASE45 = 0xFF
+# Each character's value; 0xFF for every byte outside the alphabet, so that one search of the
+# translated bytes (memchr, in C) checks the alphabet: a regex took 7,000 instructions a token.
+_VALUE = bytes(_ALPHABET.find(chr(b)) if chr(b) in _ALPHABET else _NOT_BASE45 for b in range(256))
 # base32 (RFC 4648) of a 10-byte voucher id: 80 bits, 8 groups of 10 bits, 2 characters each.
 _B32 = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
 _B32_PAIRS = [a + b for a in _B32 for b in _B32]
@@ -100,9 +102,12 @@ def b45encode(data: bytes) -> str:
 def b45decode(text: str) -> bytes:
     """The bytes of base45 text; ValueError for a character outside the alphabet, a lone last
     character, or a group worth more than its bytes can hold."""
-    if not _BASE45.fullmatch(text):
+    try:
+        v = text.encode("ascii").translate(_VALUE)
+    except UnicodeEncodeError:
+        v = b"\xff"
+    if _NOT_BASE45 in v:
         raise ValueError("not in the base45 alphabet")
-    v = text.encode("ascii").translate(_VALUE)
     groups, rest = divmod(len(v), 3)
     if rest == 1:
         raise ValueError("a lone last character")

@@ -50,6 +50,13 @@ def test_base45_codec_agrees_with_the_base45_package():
     # The package strips a trailing newline; ours takes the exact alphabet only.
     with pytest.raises(ValueError):
         ev1.b45decode("AB\n")
+    # Every other character, at each place of a group, whatever its encoding: Latin-1, a wider
+    # character, a lone surrogate.
+    outside = [chr(c) for c in range(0x180) if chr(c) not in ev1._ALPHABET] + ["中", "\ud800", "\U0001f600"]
+    for c in outside:
+        for bad in (c + "BB8", "B" + c + "B8", "BB" + c + "8", "BB8" + c + "0"):
+            with pytest.raises(ValueError, match="alphabet"):
+                ev1.b45decode(bad)
 
 
 def _code(text, ring, now=NOW + 1, **kw):
