@@ -226,6 +226,9 @@ def institutions() -> None:
 @institutions.command("add", help="Register an institution; prints its client secret once.")
 @click.option("--code", required=True)
 @click.option("--name", required=True)
+# The choices below are services.institutions.KINDS and crypto.keyring.ALGORITHMS written out:
+# importing either module here would add a fifth of a second to every command, `--help` too.
+# tests/test_cli.py holds them equal.
 @click.option("--kind", type=click.Choice(["hospital", "pharmacy"]), required=True)
 @click.option("--region", required=True, help="6-digit region code")
 @click.option("--inactive", is_flag=True,

@@ -29,6 +29,17 @@ def run(*args):
     return result
 
 
+def test_the_choices_the_cli_offers_are_the_services_own():
+    from app.services.institutions import KINDS
+    from crypto.keyring import ALGORITHMS
+
+    def choices(group, command, option):
+        param = next(p for p in main.commands[group].commands[command].params if p.name == option)
+        return tuple(param.type.choices)
+    assert choices("institutions", "add", "kind") == KINDS
+    assert choices("keys", "rotate", "alg") == ALGORITHMS
+
+
 def test_db_upgrade_generates_master_key_0600(env):
     assert run("db", "upgrade").exit_code == 0
     key = env / "master.key"

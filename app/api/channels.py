@@ -11,11 +11,10 @@ from ..extensions import runtime
 from ..services import activation, channel_registry, limits
 from ..store.ephemeral import StoreUnavailable
 from ..store.models import Voucher
-from .schema import Field, validate
+from .schema import OPTIONAL_PIN, Field, validate
 
 bp = Blueprint("channels", __name__, url_prefix="/v1/channels")
 
-PIN = Field(str, required=False, pattern=r"\d{6}", max_len=6)
 # A request id is what Alipay's nonce must be (1-64 letters, digits or -_.:), on every channel:
 # it keys idempotent activation, and an empty one would be one key shared by every caller.
 REQUEST_ID = Field(str, pattern=NONCE_RE.pattern, max_len=64)
@@ -25,7 +24,7 @@ _FIELDS = {
     "activations": {"request_id": REQUEST_ID, "channel_user_id": CHANNEL_USER,
                     "id_type": Field(str, max_len=2), "id_number": Field(str, max_len=32),
                     "name": Field(str, max_len=64), "phone": Field(str, pattern=r"1\d{10}", max_len=11),
-                    "face_verified": Field(bool), "pin": PIN},
+                    "face_verified": Field(bool), "pin": OPTIONAL_PIN},
     "sessions": {"channel_user_id": CHANNEL_USER, "request_id": OPTIONAL_REQUEST_ID},
     "reverifications": {"channel_user_id": CHANNEL_USER, "face_verified": Field(bool),
                         "purpose": Field(str, choices=activation.PURPOSES),

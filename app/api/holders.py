@@ -6,11 +6,10 @@ from flask import Blueprint, g, jsonify, request
 from ..extensions import runtime
 from ..services import activation, family, loss, pins, qr, records, regions, vouchers
 from .auth import holder_required
-from .schema import Field, body, cursor
+from .schema import OPTIONAL_PIN, PIN, Field, body, cursor
 
 bp = Blueprint("holders", __name__, url_prefix="/v1/me")
 
-PIN = Field(str, pattern=r"\d{6}", max_len=6)
 REGION = Field(str, pattern=r"\d{6}", max_len=6)
 DATE = Field(str, pattern=r"\d{4}-\d{2}-\d{2}", max_len=10)
 QR_BODY = {"voucher_id": Field(str, required=False, max_len=32),
@@ -118,7 +117,7 @@ def filings_cancel(filing_id: str):
 @bp.put("/pin")
 @holder_required
 def pin():
-    data = body({"old_pin": Field(str, required=False, pattern=r"\d{6}", max_len=6), "new_pin": PIN})
+    data = body({"old_pin": OPTIONAL_PIN, "new_pin": PIN})
     rt, session, voucher = _me_to_change()
     return jsonify(pins.change(session, rt, voucher, data.get("old_pin"), data["new_pin"],
                                binding_id=g.auth["bid"]))

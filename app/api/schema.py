@@ -30,6 +30,10 @@ class Field:
 
 
 CURSOR_MAX = 2 ** 63 - 1  # a database integer key
+# The payment PIN (SPEC §2): six digits, on the holder's own calls and, where a channel may pass
+# one (activation), optional.
+PIN = Field(str, pattern=r"\d{6}", max_len=6)
+OPTIONAL_PIN = Field(str, required=False, pattern=PIN.pattern, max_len=PIN.max_len)
 
 
 def _bad(detail: str, field: str | None = None) -> DomainError:
