@@ -32,8 +32,9 @@ What it does:
    Each is preceded by a short warm-up run that is not counted.
    Before each run it waits (bounded, --max-wait) for the machine to be quiet, and unless
    --no-paired it measures /healthz again right before every other run: ratios compare two
-   runs made under the same conditions. It records the workers' CPU per request, and the
-   share of the machine used by the workers, wrk, local PostgreSQL/Redis and anything else.
+   runs made under the same conditions. It records the workers' CPU per request (user and
+   system time apart), and the share of the machine used by the workers, wrk, local
+   PostgreSQL/Redis and anything else.
 5. Prints a table: requests/s, p50, p99, non-2xx, ratio to the paired /healthz baseline,
    targets, worker CPU per request. A run with any non-2xx response or an exhausted token pool
    is marked INVALID; one during which unrelated processes used > 10 % of the machine, noisy.
