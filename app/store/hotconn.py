@@ -67,6 +67,10 @@ class HotConnection:
 
     def __enter__(self) -> Connection:
         local = self._local
+        if getattr(local, "lent", None) is not None:
+            # The inner `with` would end the outer one's transaction on its way out (a rollback
+            # of writes not yet committed): one thread holds one at a time.
+            raise RuntimeError("this thread already holds its hot connection")
         conn = getattr(local, "conn", None)
         if conn is not None and local.pid != os.getpid():
             conn = None  # inherited through fork: the parent's, never used nor closed from here
@@ -79,7 +83,8 @@ class HotConnection:
         return conn
 
     def __exit__(self, *_exc) -> bool:
-        self._release(self._local.lent)
+        conn, self._local.lent = self._local.lent, None
+        self._release(conn)
         return False
 
     def _release(self, conn: Connection) -> None:

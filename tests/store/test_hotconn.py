@@ -47,6 +47,24 @@ def test_one_connection_is_reused_and_left_outside_any_transaction(url):
     engine.dispose()
 
 
+def test_a_thread_cannot_take_its_connection_twice(url):
+    # A nested `with` would roll the outer one's writes back when it ended: it is refused, and
+    # the outer one goes on and commits.
+    engine, _ = _engine(url)
+    hot = HotConnection(engine)
+    with hot() as conn:
+        conn.execute(text("INSERT INTO hot_t (v) VALUES (1)"))
+        with pytest.raises(RuntimeError, match="already holds"):
+            with hot():
+                pass
+        assert conn.in_transaction()
+        conn.commit()
+    with hot() as again:  # given back: the thread may take it again
+        assert again is conn
+        assert again.execute(text("SELECT count(*) FROM hot_t")).scalar() == 1
+    engine.dispose()
+
+
 def test_a_lost_connection_is_replaced_and_dispose_closes_it(url):
     engine, checkouts = _engine(url)
     hot = HotConnection(engine)
