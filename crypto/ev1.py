@@ -104,9 +104,9 @@ def b45decode(text: str) -> bytes:
     character, or a group worth more than its bytes can hold."""
     try:
         v = text.encode("ascii").translate(_VALUE)
-    except UnicodeEncodeError:
-        v = b"\xff"
-    if _NOT_BASE45 in v:
+    except UnicodeEncodeError:  # outside ASCII, so outside the alphabet
+        v = None
+    if v is None or _NOT_BASE45 in v:
         raise ValueError("not in the base45 alphabet")
     groups, rest = divmod(len(v), 3)
     if rest == 1:
